@@ -1,0 +1,92 @@
+"""Multi-head self-attention inside groups, with dynamic position bias."""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from mmengine.model import BaseModule
+
+from .position_bias import DynamicPositionBias
+
+# Additive mask for padded keys. The official -1e6 overflows to -inf in fp16
+# (and then NaN where a whole group is padding); -1e4 is representable in
+# fp16/bf16 and still gives those keys an exactly-zero softmax weight.
+PADDING_MASK_VALUE = -1e4
+
+
+class GroupAttention(BaseModule):
+    """Self-attention within each group of embeddings (the attention of LSDA).
+
+    The attention logits get the DPB bias of the group shape, and padded keys
+    an additive mask; both go to ``F.scaled_dot_product_attention`` as one
+    additive mask, so no ``(groups, heads, N, N)`` attention matrix is kept
+    where a fused kernel is available.
+
+    Args:
+        embed_dims (int): Channels ``C``.
+        num_heads (int): Heads; must divide ``embed_dims``.
+        qkv_bias (bool): Bias in the qkv projection.
+        qk_scale (float, optional): Logit scale; ``head_dims ** -0.5`` if None.
+        attn_drop_rate (float): Dropout on the attention weights.
+        proj_drop_rate (float): Dropout after the output projection.
+    """
+
+    def __init__(self,
+                 embed_dims: int,
+                 num_heads: int,
+                 qkv_bias: bool = True,
+                 qk_scale: Optional[float] = None,
+                 attn_drop_rate: float = 0.,
+                 proj_drop_rate: float = 0.,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        if embed_dims % num_heads:
+            raise ValueError(f'embed_dims {embed_dims} is not divisible by '
+                             f'num_heads {num_heads}')
+        self.embed_dims = embed_dims
+        self.num_heads = num_heads
+        self.scale = qk_scale or (embed_dims // num_heads)**-0.5
+        self.attn_drop_rate = attn_drop_rate
+        self.position_bias = DynamicPositionBias(
+            max(embed_dims // 16, 1), num_heads)
+        self.qkv = nn.Linear(embed_dims, embed_dims * 3, bias=qkv_bias)
+        self.proj = nn.Linear(embed_dims, embed_dims)
+        self.proj_drop = nn.Dropout(proj_drop_rate)
+
+    def forward(self,
+                x: torch.Tensor,
+                group_shape: Tuple[int, int],
+                key_padding_mask: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        """
+        Args:
+            x (Tensor): ``(B * num_groups, N, C)`` groups, ``N = Gh * Gw``
+                embeddings each, row-major in the group.
+            group_shape (tuple): ``(Gh, Gw)``.
+            key_padding_mask (Tensor, optional): ``(num_groups, N)`` bool,
+                True for padded embeddings (never attended to).
+
+        Returns:
+            Tensor: ``(B * num_groups, N, C)``.
+        """
+        batch_groups, num_tokens, channels = x.shape
+        head_dims = channels // self.num_heads
+        qkv = self.qkv(x).view(batch_groups, num_tokens, 3, self.num_heads,
+                               head_dims).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # (B*nG, heads, N, head_dims)
+        mask = self.position_bias.group_bias(*group_shape).unsqueeze(0)
+        if key_padding_mask is not None:
+            num_groups = key_padding_mask.shape[0]
+            padding = key_padding_mask.to(mask.dtype) * PADDING_MASK_VALUE
+            mask = mask + padding[:, None, None, :]  # (nG, heads, N, N)
+            # Batch as (B, nG, ...) so the mask broadcasts over B, not copied.
+            q, k, v = (t.reshape(-1, num_groups, *t.shape[1:])
+                       for t in (q, k, v))
+        x = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=mask.to(q.dtype),
+            dropout_p=self.attn_drop_rate if self.training else 0.,
+            scale=self.scale)
+        x = x.reshape(batch_groups, self.num_heads, num_tokens, head_dims)
+        x = x.transpose(1, 2).reshape(batch_groups, num_tokens, channels)
+        return self.proj_drop(self.proj(x))

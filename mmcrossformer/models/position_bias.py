@@ -1,0 +1,85 @@
+"""Dynamic position bias (DPB)."""
+from typing import Dict, Tuple
+
+import torch
+import torch.nn as nn
+from mmengine.model import BaseModule
+
+
+class DynamicPositionBias(BaseModule):
+    """An MLP from a relative offset ``(dy, dx)`` to one bias per head (DPB,
+    section 3.3 of the paper).
+
+    ``Linear(2, d) -> [LayerNorm, ReLU, Linear] x 3`` (the last Linear has
+    ``num_heads`` outputs), non-residual as in the official model. Because no
+    weight depends on the group shape, the same weights serve any group size,
+    interval and image size.
+
+    Args:
+        hidden_dims (int): Width ``d`` of the MLP (``embed_dims // 16`` in
+            CrossFormer).
+        num_heads (int): Number of attention heads.
+    """
+
+    def __init__(self, hidden_dims: int, num_heads: int, init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.num_heads = num_heads
+        self.proj = nn.Linear(2, hidden_dims)
+        out_dims = (hidden_dims, hidden_dims, num_heads)
+        self.layers = nn.ModuleList(
+            nn.Sequential(
+                nn.LayerNorm(hidden_dims), nn.ReLU(inplace=True),
+                nn.Linear(hidden_dims, dims)) for dims in out_dims)
+        # (group_h, group_w, device) -> (offsets, index); derived from the
+        # group shape only, so caching never changes results.
+        self._tables: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def forward(self, offsets: torch.Tensor) -> torch.Tensor:
+        """Map offsets ``(..., 2)`` to biases ``(..., num_heads)``."""
+        x = self.proj(offsets)
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def _offset_tables(self, group_h: int, group_w: int, device):
+        key = (group_h, group_w, str(device))
+        if key not in self._tables:
+            # Every offset a pair of embeddings in the group can have,
+            # ((2Gh-1)*(2Gw-1), 2), row-major over (dy, dx).
+            dy = torch.arange(1 - group_h, group_h, device=device)
+            dx = torch.arange(1 - group_w, group_w, device=device)
+            offsets = torch.stack(
+                torch.meshgrid(dy, dx, indexing='ij'), dim=-1).reshape(-1, 2)
+            # For each (query, key) pair, the row of its offset in `offsets`.
+            ys, xs = torch.meshgrid(
+                torch.arange(group_h, device=device),
+                torch.arange(group_w, device=device),
+                indexing='ij')
+            ys, xs = ys.flatten(), xs.flatten()
+            rel_y = ys[:, None] - ys[None, :] + group_h - 1
+            rel_x = xs[:, None] - xs[None, :] + group_w - 1
+            index = (rel_y * (2 * group_w - 1) + rel_x).flatten()
+            self._tables[key] = (offsets.float(), index)
+        return self._tables[key]
+
+    def group_bias(self, group_h: int, group_w: int) -> torch.Tensor:
+        """The bias of every (query, key) pair in a ``group_h x group_w``
+        group, row-major.
+
+        The MLP runs once on the ``(2Gh-1) * (2Gw-1)`` distinct offsets, then
+        the results are gathered for the ``(Gh*Gw)^2`` pairs.
+
+        Returns:
+            Tensor: ``(num_heads, Gh*Gw, Gh*Gw)``.
+        """
+        offsets, index = self._offset_tables(group_h, group_w,
+                                             self.proj.weight.device)
+        bias = self(offsets.to(self.proj.weight.dtype))  # (T, heads)
+        n = group_h * group_w
+        return bias.t().index_select(1, index).view(self.num_heads, n, n)
+
+    def __getstate__(self):
+        # Tables are derived data: do not pickle or deepcopy them.
+        state = self.__dict__.copy()
+        state['_tables'] = {}
+        return state
