@@ -204,8 +204,6 @@ def _sha256(path: str) -> str:
 def load_checkpoint_file(path: str, allow_pickle: bool = False):
     """``torch.load`` with errors a person can act on."""
     import os
-    import pickle
-    import zipfile
     if not os.path.exists(path):
         raise CheckpointError(f'{path}: no such file')
     if os.path.isdir(path):
@@ -215,23 +213,19 @@ def load_checkpoint_file(path: str, allow_pickle: bool = False):
     try:
         return torch.load(path, map_location='cpu',
                           weights_only=not allow_pickle)
-    except pickle.UnpicklingError as e:
-        if 'Weights only load failed' in str(e):
+    except Exception as e:  # torch raises many types on bad files
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if 'Unsupported global' in str(e):
             raise CheckpointError(
                 f'{path} holds Python objects besides tensors, which are not '
                 'loaded by default because unpickling can run code. If you '
                 'trust the file, re-run with --allow-pickle.') from None
-        raise CheckpointError(
-            f'{path} is not a PyTorch checkpoint ({e})') from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError) as e:
         if magic == b'PK\x03\x04':
             raise CheckpointError(
                 f'{path} is truncated or corrupt (a PyTorch zip checkpoint '
-                f'that cannot be read: {str(e).splitlines()[0]}); download '
-                'it again') from None
+                f'that cannot be read: {reason}); download it again') from None
         raise CheckpointError(
-            f'{path} is not a PyTorch checkpoint ({str(e).splitlines()[0]})'
-        ) from None
+            f'{path} is not a PyTorch checkpoint ({reason})') from None
 
 
 def convert_file(src: str, dst: str, overwrite: bool = False,

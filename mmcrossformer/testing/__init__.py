@@ -1,0 +1,2 @@
+"""Generated datasets and config helpers for tests and demos."""
+from .coco_shapes import make_coco_shapes  # noqa: F401
