@@ -25,16 +25,26 @@ def parity_backbone(parity, **kwargs):
     return model.eval()
 
 
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
 @pytest.mark.parametrize('case', ['224x224', '256x416', '96x160'])
-def test_parity_with_official_features(parity, case):
-    model = parity_backbone(parity)
+def test_parity_with_official_features(parity, case, dtype):
+    """Stage outputs equal the official backbone's to 1e-4.
+
+    The reference was computed in fp32 and is itself about 4e-5 from the
+    exact result at the last stage (values reach ~70): in float64 our model
+    is within 1e-4 with margin. In float32 our own rounding adds as much
+    again, so there the bound is 1e-4 plus 2e-6 relative (~16 ulp), still
+    far below the O(1) errors of a mapping or grouping mistake.
+    """
+    model = parity_backbone(parity).to(dtype)
     with torch.no_grad():
-        outs = model(parity['inputs'][case])
+        outs = model(parity['inputs'][case].to(dtype))
     expected = parity['features'][case]
     assert len(outs) == len(expected) == 4
+    rtol = 0 if dtype == torch.float64 else 2e-6
     for out, ref in zip(outs, expected):
         assert out.shape == ref.shape
-        torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+        torch.testing.assert_close(out.float(), ref, atol=1e-4, rtol=rtol)
 
 
 def test_parity_with_official_logits(parity):
@@ -55,8 +65,10 @@ def test_output_independent_of_previous_calls(parity):
     with torch.no_grad():
         model(parity['inputs']['96x160'])
         after_small = model(parity['inputs']['256x416'])
-    for out, ref in zip(after_small, parity['features']['256x416']):
-        torch.testing.assert_close(out, ref, atol=1e-4, rtol=0)
+    with torch.no_grad():
+        fresh = parity_backbone(parity)(parity['inputs']['256x416'])
+    for out, ref in zip(after_small, fresh):
+        torch.testing.assert_close(out, ref, atol=0, rtol=0)
     assert [b.group_size for s in model.stages for b in s.blocks] == [7] * 8
 
 

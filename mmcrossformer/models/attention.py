@@ -3,9 +3,9 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from mmengine.model import BaseModule
 
+from .attention_kernel import biased_attention
 from .position_bias import DynamicPositionBias
 
 # Additive mask for padded keys. The official -1e6 overflows to -inf in fp16
@@ -18,9 +18,9 @@ class GroupAttention(BaseModule):
     """Self-attention within each group of embeddings (the attention of LSDA).
 
     The attention logits get the DPB bias of the group shape, and padded keys
-    an additive mask; both go to ``F.scaled_dot_product_attention`` as one
-    additive mask, so no ``(groups, heads, N, N)`` attention matrix is kept
-    where a fused kernel is available.
+    an additive mask; both go to the fused attention kernel as one additive
+    mask (see :func:`~.attention_kernel.biased_attention`), so no ``(groups,
+    heads, N, N)`` attention matrix is kept for backward.
 
     Args:
         embed_dims (int): Channels ``C``.
@@ -71,22 +71,15 @@ class GroupAttention(BaseModule):
         """
         batch_groups, num_tokens, channels = x.shape
         head_dims = channels // self.num_heads
-        qkv = self.qkv(x).view(batch_groups, num_tokens, 3, self.num_heads,
-                               head_dims).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv.unbind(0)  # (B*nG, heads, N, head_dims)
+        num_groups = 1 if key_padding_mask is None else len(key_padding_mask)
+        qkv = self.qkv(x).view(-1, num_groups, num_tokens, 3, self.num_heads,
+                               head_dims).permute(3, 0, 1, 4, 2, 5)
+        q, k, v = qkv.unbind(0)  # (B, nG, heads, N, head_dims)
         mask = self.position_bias.group_bias(*group_shape).unsqueeze(0)
         if key_padding_mask is not None:
-            num_groups = key_padding_mask.shape[0]
             padding = key_padding_mask.to(mask.dtype) * PADDING_MASK_VALUE
             mask = mask + padding[:, None, None, :]  # (nG, heads, N, N)
-            # Batch as (B, nG, ...) so the mask broadcasts over B, not copied.
-            q, k, v = (t.reshape(-1, num_groups, *t.shape[1:])
-                       for t in (q, k, v))
-        x = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=mask.to(q.dtype),
-            dropout_p=self.attn_drop_rate if self.training else 0.,
-            scale=self.scale)
-        x = x.reshape(batch_groups, self.num_heads, num_tokens, head_dims)
-        x = x.transpose(1, 2).reshape(batch_groups, num_tokens, channels)
+        x = biased_attention(q, k, v, mask, self.scale, self.attn_drop_rate,
+                             self.training)
+        x = x.transpose(-3, -2).reshape(batch_groups, num_tokens, channels)
         return self.proj_drop(self.proj(x))

@@ -81,14 +81,14 @@ class CrossFormerBlock(BaseModule):
                 f'interval={self.interval}')
 
     def lsda(self, x: torch.Tensor, hw_shape: Tuple[int, int]) -> torch.Tensor:
-        """Group, attend within groups, ungroup: ``(B, H*W, C)`` in and out."""
-        batch, _, channels = x.shape
+        """Group, attend within groups, ungroup: ``(B, H, W, C)`` in and out
+        (the output may be a view that crops the padding)."""
         layout = group_layout(hw_shape, self.group_size, self.interval,
                               self.long_distance)
-        groups = group_embeddings(x.view(batch, *hw_shape, channels), layout)
-        groups = self.attn(groups, (layout.group_h, layout.group_w),
-                           key_padding_mask(layout, x.device))
-        return ungroup_embeddings(groups, layout).reshape(batch, -1, channels)
+        groups = self.attn(
+            group_embeddings(x, layout), (layout.group_h, layout.group_w),
+            key_padding_mask(layout, x.device))
+        return ungroup_embeddings(groups, layout)
 
     def forward(self, x: torch.Tensor,
                 hw_shape: Tuple[int, int]) -> torch.Tensor:
@@ -101,8 +101,13 @@ class CrossFormerBlock(BaseModule):
             Tensor: ``(B, H*W, C)``.
         """
 
+        batch, _, channels = x.shape
+
         def _forward(x):
+            x = x.view(batch, *hw_shape, channels)
+            # The residual sum also makes the cropped LSDA output contiguous.
             x = x + self.drop_path(self.lsda(self.norm1(x), hw_shape))
+            x = x.view(batch, -1, channels)
             return self.ffn(self.norm2(x), identity=x)
 
         if self.with_cp and x.requires_grad:

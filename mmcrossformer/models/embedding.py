@@ -24,6 +24,31 @@ def split_channels(out_channels: int, num_kernels: int) -> Tuple[int, ...]:
     return tuple(dims)
 
 
+def space_to_depth_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """``conv(x)`` for a kernel ``k`` that is a multiple of its stride ``s``,
+    computed as a stride-1 ``k/s x k/s`` conv over ``x`` rearranged into
+    ``s x s`` blocks (``C * s^2`` channels).
+
+    Same result, but CPU conv kernels handle a large strided kernel (the
+    stem's 32x32 at stride 4) several times slower than this form. ``x``'s
+    size must be a multiple of ``s`` (as :class:`CrossScaleEmbedding` pads).
+    """
+    stride, kernel = conv.stride[0], conv.kernel_size[0]
+    pad = conv.padding[0]
+    batch, channels = x.shape[:2]
+    x = F.pad(x, (pad, pad, pad, pad))
+    h, w = x.shape[2] // stride, x.shape[3] // stride
+    # (B, C, H/s, s, W/s, s) -> (B, C, s, s, H/s, W/s): blocks to channels.
+    x = x.view(batch, channels, h, stride, w, stride).permute(0, 1, 3, 5, 2, 4)
+    x = x.reshape(batch, channels * stride * stride, h, w)
+    # The kernel likewise: (out, C, k/s, s, k/s, s) -> (out, C, s, s, k/s, k/s).
+    blocks = kernel // stride
+    weight = conv.weight.view(-1, channels, blocks, stride, blocks, stride)
+    weight = weight.permute(0, 1, 3, 5, 2, 4).reshape(
+        -1, channels * stride * stride, blocks, blocks)
+    return F.conv2d(x, weight, conv.bias)
+
+
 class CrossScaleEmbedding(BaseModule):
     """Samples patches with several kernel sizes at one stride and concatenates
     their projections (CEL, section 3.1 of the paper).
@@ -90,7 +115,12 @@ class CrossScaleEmbedding(BaseModule):
         pad_w = -x.shape[3] % self.stride
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        x = torch.cat([proj(x) for proj in self.projections], dim=1)
+        x = torch.cat([
+            space_to_depth_conv(x, proj) if
+            proj.kernel_size[0] >= 4 * self.stride else proj(x)
+            for proj in self.projections
+        ],
+                      dim=1)
         hw_shape = (x.shape[2], x.shape[3])
         x = x.flatten(2).transpose(1, 2)
         if not self.norm_before:
