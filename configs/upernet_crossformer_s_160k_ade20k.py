@@ -49,7 +49,8 @@ model = dict(
         loss_decode=dict(loss_weight=0.4)),
     # `whole`, as the official numbers. Sliding window instead:
     #   --cfg-options model.test_cfg.mode=slide \
-    #       model.test_cfg.crop_size="(512,512)" model.test_cfg.stride="(341,341)"
+    #       model.test_cfg.crop_size="(512,512)" \
+    #       model.test_cfg.stride="(341,341)"
     test_cfg=dict(mode='whole'))
 
 # No weight decay on the norm layers, as the official (Swin-derived) recipe:

@@ -17,7 +17,7 @@ from mmengine.registry import DefaultScope
 
 import mmcrossformer  # noqa: F401  (registers CrossFormer)
 from mmcrossformer.converters import convert_state_dict
-from mmcrossformer.testing.ade_shapes import (make_ade_shapes,
+from mmcrossformer.testing.ade_shapes import (SCENE_CLASSES, make_ade_shapes,
                                               shrink_pipeline,
                                               tiny_segmentor_overrides)
 
@@ -39,9 +39,14 @@ CROP = (64, 64)
 
 
 @pytest.fixture(autouse=True)
-def _mmseg_scope():
+def _mmseg_scope_one_thread():
+    # One intra-op thread: these models are tiny, and on a busy 2-core
+    # machine a second thread made a step ~10x slower, not faster.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     with DefaultScope.overwrite_default_scope('mmseg'):
         yield
+    torch.set_num_threads(threads)
 
 
 def load_config(name: str) -> Config:
@@ -108,9 +113,10 @@ def test_upernet_schedule():
     assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs = 16
     lrs = lr_curve(cfg, [0, 750, 1500, 80750, 159999])
     assert lrs[0] == pytest.approx(6e-5 * 1e-6)
-    assert lrs[750] == pytest.approx(6e-5 * (1e-6 + (1 - 1e-6) / 2))
+    # Linear warm-up from 1e-6 x lr; mmengine's reaches lr at ``end - 1``.
+    assert lrs[750] == pytest.approx(6e-5 * (1e-6 + (1 - 1e-6) * 750 / 1499))
     assert lrs[1500] == pytest.approx(6e-5)
-    # Poly, power 1, to 0; mmengine's reaches eta_min at ``end - 1``.
+    # Poly, power 1, to 0 at ``end - 1``.
     assert lrs[80750] == pytest.approx(6e-5 * (1 - 79250 / 158499))
     assert lrs[159999] == pytest.approx(0., abs=1e-12)
 
@@ -137,6 +143,9 @@ def tiny_config(name: str, data_root: str) -> Config:
     factor = CROP[0] / cfg.crop_size[0]
     cfg.merge_from_dict(
         dict(model=tiny_segmentor_overrides(cfg.model, crop_size=CROP)))
+    # With one block per stage, the configured stochastic depth (up to 0.5)
+    # would skip whole stages of the 2-image step at random.
+    cfg.model.backbone.drop_path_rate = 0.
     cfg.train_dataloader.dataset.data_root = data_root
     cfg.train_dataloader.dataset.pipeline = shrink_pipeline(
         cfg.train_dataloader.dataset.pipeline, factor)
@@ -153,7 +162,8 @@ def test_training_step(name, ade_root):
     labels = torch.cat([s.gt_sem_seg.data.flatten()
                         for s in batch['data_samples']]).unique().tolist()
     # reduce_zero_label: "other" (0) -> 255, ADE ids 1..150 -> 0..149.
-    assert 255 in labels and all(0 <= v < 150 for v in labels if v != 255)
+    reduced = {c - 1 for c in SCENE_CLASSES}
+    assert set(labels) <= reduced | {255} and set(labels) & reduced
 
     model = build_segmentor(cfg.model)
     assert (model.backbone.group_size,
@@ -169,11 +179,11 @@ def test_training_step(name, ade_root):
         expected |= {'aux.loss_ce', 'aux.acc_seg'}
     assert expected <= set(log_vars)
     assert torch.isfinite(log_vars['loss']) and log_vars['loss'] > 0
-    changed = {n for n, p in model.named_parameters()
-               if not torch.equal(p, before[n])}
-    for prefix in ('backbone.patch_embed.', 'backbone.stages.3.',
-                   'decode_head.conv_seg.'):
-        assert any(n.startswith(prefix) for n in changed), prefix
+    # Every parameter got a gradient and was updated (the LayerNorms, which
+    # have no weight decay in UperNet, move only through their gradient).
+    unchanged = [n for n, p in model.named_parameters()
+                 if torch.equal(p, before[n])]
+    assert not unchanged
 
     # Weight decay: UperNet exempts exactly the backbone LayerNorms
     # ('norm' keys), FPN nothing.

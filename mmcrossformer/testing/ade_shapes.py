@@ -30,12 +30,14 @@ import numpy as np
 TOP_CLASSES = (1, 3)  # wall, sky
 BOTTOM_CLASSES = (4, 7)  # floor, road
 SHAPE_CLASSES = (5, 13, 21)  # tree, person, car
+SCENE_CLASSES = TOP_CLASSES + BOTTOM_CLASSES + SHAPE_CLASSES
 OTHER = 0
 BORDER = 2
 
-# A reduced CrossFormer for tests: every stage one block, heads dividing the
-# channels (16, 32, 64, 128).
-TINY_ARCH = dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])
+# A reduced CrossFormer for tests: one block per stage, channels 32, 64, 128,
+# 256. embed_dims 32 keeps the DPB's width (embed_dims // 16) at 2: at width 1
+# its LayerNorms output a constant and the DPB would get no gradient.
+TINY_ARCH = dict(embed_dims=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4])
 
 
 def class_color(label: int) -> Tuple[int, int, int]:
@@ -136,7 +138,8 @@ def tiny_segmentor_overrides(model: dict,
     dims = [arch['embed_dims'] * 2**i for i in range(len(arch['depths']))]
     out = dict(
         data_preprocessor=dict(size=tuple(crop_size)),
-        backbone=dict(arch=copy.deepcopy(arch), init_cfg=None))
+        # _delete_: the config's arch is a preset name, this a dict.
+        backbone=dict(arch=dict(_delete_=True, **arch), init_cfg=None))
     neck = model.get('neck')
     if neck:
         out['neck'] = dict(in_channels=dims, out_channels=channels)
