@@ -43,15 +43,18 @@ fi
 
 PIP=("$PY" -m pip --disable-pip-version-check)
 PIP_INSTALL=("${PIP[@]}" install -c "$CONSTRAINTS")
+# Some machines' pip config lists local index folders that do not exist;
+# pip warns about each on every call. Keep the log readable.
+quiet_stderr() { "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
 
 log "build tools"
-"${PIP_INSTALL[@]}" -q "setuptools>=77,<81" wheel ninja psutil
+quiet_stderr "${PIP_INSTALL[@]}" -q "setuptools>=77,<81" wheel ninja psutil
 
 if [[ -n "${PYTHON:-}" ]] && "$PY" -c "import torch" 2>/dev/null; then
     log "using the torch already in $PY: $("$PY" -c 'import torch; print(torch.__version__)')"
 else
     log "torch 2.13.0 + torchvision 0.28.0 (standard build; runs on CPU too)"
-    "${PIP_INSTALL[@]}" -q "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0"
+    quiet_stderr "${PIP_INSTALL[@]}" -q "torch==2.13.0,!=2.13.0+cpu" "torchvision==0.28.0"
 fi
 
 # mmcv 2.1.0 has no wheels for this torch: it is compiled from source, which
@@ -66,19 +69,19 @@ if ! "$PY" -c "from mmcv.ops import nms, roi_align" 2>/dev/null \
     mkdir -p "$WHEEL_DIR"
     if ! ls "$WHEEL_DIR"/mmcv-2.1.0-*.whl >/dev/null 2>&1; then
         log "building mmcv 2.1.0 against $KEY (about 10 minutes on 2 cores)"
-        MAX_JOBS="${MAX_JOBS:-$(nproc)}" "${PIP[@]}" wheel --no-build-isolation --no-deps \
+        MAX_JOBS="${MAX_JOBS:-$(nproc)}" quiet_stderr "${PIP[@]}" wheel --no-build-isolation --no-deps \
             --no-cache-dir -w "$WHEEL_DIR" "mmcv==2.1.0"
     else
         log "reusing mmcv wheel built against $KEY"
     fi
-    "${PIP_INSTALL[@]}" -q --force-reinstall --no-deps "$WHEEL_DIR"/mmcv-2.1.0-*.whl
-    "${PIP_INSTALL[@]}" -q addict packaging Pillow pyyaml yapf opencv-python "mmengine==0.10.7"
+    quiet_stderr "${PIP_INSTALL[@]}" -q --force-reinstall --no-deps "$WHEEL_DIR"/mmcv-2.1.0-*.whl
+    quiet_stderr "${PIP_INSTALL[@]}" -q addict packaging Pillow pyyaml yapf opencv-python "mmengine==0.10.7"
     "$PY" -c "from mmcv.ops import nms, roi_align" \
         || die "mmcv installed without its compiled ops (mmcv._ext); delete $WHEEL_DIR and re-run"
 fi
 
 log "mmengine, mmdet, mmsegmentation, mmpretrain"
-"${PIP_INSTALL[@]}" -q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
+quiet_stderr "${PIP_INSTALL[@]}" -q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
     "mmpretrain==1.2.0" ftfy regex pytest matplotlib pycocotools
 
 # openmim 0.3.9 requires opendatalab -> openxlab, which pins setuptools 60.2
@@ -86,11 +89,11 @@ log "mmengine, mmdet, mmsegmentation, mmpretrain"
 # train/test` need none of it (only `mim download --dataset` does), so install
 # mim without dependencies plus what its train/test/run commands import.
 log "openmim (without openxlab's pins)"
-"${PIP_INSTALL[@]}" -q --no-deps "openmim==0.3.9"
-"${PIP_INSTALL[@]}" -q Click colorama model-index pandas requests rich tabulate
+quiet_stderr "${PIP_INSTALL[@]}" -q --no-deps "openmim==0.3.9"
+quiet_stderr "${PIP_INSTALL[@]}" -q Click colorama model-index pandas requests rich tabulate
 
 log "mmcrossformer (editable)"
-"${PIP_INSTALL[@]}" -q --no-build-isolation --no-deps -e .
+quiet_stderr "${PIP_INSTALL[@]}" -q --no-build-isolation --no-deps -e .
 
 "$PY" - <<'PY'
 import mmcv, mmdet, mmseg, mmpretrain, mmengine, torch, torchvision
@@ -102,7 +105,7 @@ print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}
       f"mmcrossformer {mmcrossformer.__version__}")
 PY
 # pip check reports openmim's opendatalab requirement, left out on purpose.
-CHECK="$("${PIP[@]}" check 2>&1 | grep -v -i 'opendatalab' || true)"
+CHECK="$("${PIP[@]}" check 2>&1 | grep -v -i "opendatalab\|Location 'file:" || true)"
 if [[ -n "$CHECK" && "$CHECK" != "No broken requirements found." ]]; then
     log "pip check:"; echo "$CHECK"
 fi

@@ -13,9 +13,10 @@
 #   P7 on its output, so the head sees strides 8..128 as with ResNet C3-C5;
 # - input normalisation: the RGB ImageNet mean / std CrossFormer was
 #   pre-trained with (the base uses Caffe BGR without std);
-# - optimizer: AdamW lr 1e-4, weight decay 0.05, no decay on norms and biases,
-#   as the official CrossFormer COCO 1x recipe (16 images per batch); the
-#   schedule (12 epochs, 500-iteration warm-up, steps at 8 and 11) is FCOS's.
+# - optimizer: AdamW lr 1e-4, weight decay 0.05, no decay on norms and biases
+#   (the setting of mmdet's own Swin detectors; an untested choice for FCOS,
+#   16 images per batch); the schedule (12 epochs, 500-iteration warm-up,
+#   steps at 8 and 11) is FCOS's.
 #
 #   python tools/model_converters/crossformer2mm.py \
 #       crossformer-s.pth checkpoints/crossformer-s_mm.pth

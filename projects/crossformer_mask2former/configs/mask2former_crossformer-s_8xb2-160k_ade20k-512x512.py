@@ -14,9 +14,10 @@
 # 0.3 as the inherited Swin-T recipe. Everything else is Mask2Former's own
 # recipe: AdamW lr 1e-4, weight decay 0.05, backbone lr x0.1, grad clip 0.01,
 # poly schedule over 160k iterations, 8 GPUs x 2 images. The Swin-T config's
-# no-decay keys apply unchanged, since CrossFormer names its norms as Swin
-# does: backbone.patch_embed.norm, backbone.stages.S.blocks.B.norm1 / norm2,
-# backbone.stages.S.downsample.norm.
+# no-decay keys for backbone norms apply unchanged, since CrossFormer names
+# its norms as Swin does (backbone.patch_embed.norm,
+# backbone.stages.S.blocks.B.norm1 / norm2, backbone.stages.S.downsample.norm);
+# added here: the LayerNorms inside CrossFormer's dynamic position bias MLPs.
 #
 #   python tools/model_converters/crossformer2mm.py \
 #       crossformer-s.pth checkpoints/crossformer-s_mm.pth
@@ -38,3 +39,12 @@ model = dict(
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     decode_head=dict(in_channels=[96, 192, 384, 768]))
+
+# A custom key overrides norm_decay_mult, and 'backbone' matches every
+# backbone parameter, so each backbone norm needs its own (longer) key.
+optim_wrapper = dict(
+    paramwise_cfg=dict(
+        custom_keys={
+            f'position_bias.layers.{i}.0': dict(lr_mult=0.1, decay_mult=0.0)
+            for i in range(3)
+        }))
