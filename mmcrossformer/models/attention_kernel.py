@@ -46,6 +46,9 @@ class _BiasedAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, mask, scale):
         with torch.no_grad():
             out = grouped_sdpa(q, k, v, mask, scale)
+        # Kept as (B, G, N, heads, d), the layout the output projection reads,
+        # so that the projection's saved input is this same storage.
+        out = out.transpose(-3, -2).contiguous().transpose(-3, -2)
         ctx.save_for_backward(q, k, v, mask, out)
         ctx.scale = scale
         return out

@@ -4,13 +4,13 @@ from typing import Optional, Tuple
 import torch
 import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
-from mmcv.cnn.bricks.transformer import FFN
 from mmcv.cnn.bricks.drop import build_dropout
 from mmengine.model import BaseModule
 
 from .attention import GroupAttention
 from .grouping import (group_embeddings, group_layout, key_padding_mask,
                        ungroup_embeddings)
+from .mlp import CrossFormerFFN
 
 
 class CrossFormerBlock(BaseModule):
@@ -66,7 +66,7 @@ class CrossFormerBlock(BaseModule):
         self.drop_path = build_dropout(
             dict(type='DropPath', drop_prob=drop_path_rate))
         self.norm2 = build_norm_layer(norm_cfg, embed_dims)[1]
-        self.ffn = FFN(
+        self.ffn = CrossFormerFFN(
             embed_dims=embed_dims,
             feedforward_channels=int(embed_dims * mlp_ratio),
             num_fcs=2,

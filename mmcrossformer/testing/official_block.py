@@ -13,6 +13,7 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
+from mmcv.cnn.bricks.transformer import FFN
 
 NEG_INF = -1e6  # the official mask value
 
@@ -109,7 +110,9 @@ def official_block(block, x, h, w):
         x = x.reshape(b, i, i, gh, gw, c).permute(0, 3, 1, 4, 2, 5)
     x = x.reshape(b, hp, wp, c)[:, :h, :w, :].reshape(b, h * w, c)
     x = shortcut + block.drop_path(x)
-    return block.ffn(block.norm2(x), identity=x)
+    # The official Mlp: fc1, GELU, fc2 with autograd keeping both hidden
+    # tensors (mmcv's FFN.forward, not our fused one).
+    return FFN.forward(block.ffn, block.norm2(x), identity=x)
 
 
 @contextmanager
