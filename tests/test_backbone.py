@@ -240,3 +240,34 @@ def test_presets():
         model = CrossFormer(arch=arch)
         assert model.channels == [dims * 2**i for i in range(4)]
     assert CrossFormer(arch='s').depths == [2, 2, 6, 2]
+
+
+def test_inference_cache_follows_weight_changes():
+    """The DPB output cached for inference is recomputed when weights change
+    in place, are loaded, or are cast: outputs equal an uncached run."""
+    from mmcrossformer.models import DynamicPositionBias
+    model = CrossFormer(arch=TINY).eval()
+    x = torch.rand(1, 3, 64, 96)
+
+    def uncached():
+        for m in model.modules():
+            if isinstance(m, DynamicPositionBias):
+                m._outputs.clear()
+        return model(x.to(model.patch_embed.norm.weight.dtype))
+
+    with torch.no_grad():
+        before = model(x)
+        for p in model.parameters():
+            p.mul_(1.1)
+        scaled, expected = model(x), uncached()
+        for a, b, c in zip(before, scaled, expected):
+            assert not torch.allclose(a, b)
+            torch.testing.assert_close(b, c, atol=0, rtol=0)
+        model.load_state_dict(CrossFormer(arch=TINY).state_dict())
+        loaded, expected = model(x), uncached()
+        for a, b in zip(loaded, expected):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)
+        model.double()
+        cast, expected = model(x.double()), uncached()
+        for a, b in zip(cast, expected):
+            torch.testing.assert_close(a, b, atol=0, rtol=0)

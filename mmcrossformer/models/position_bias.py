@@ -33,6 +33,11 @@ class DynamicPositionBias(BaseModule):
         # (group_h, group_w, device) -> (offsets, index); derived from the
         # group shape only, so caching never changes results.
         self._tables: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
+        # Inference only: the MLP's output per group shape, keyed also by the
+        # parameters' storage and version counters, which every in-place
+        # update (optimizer step, load_state_dict) and every move or cast
+        # changes; so a cached value is always what the MLP would return.
+        self._outputs: Dict[tuple, tuple] = {}
 
     def forward(self, offsets: torch.Tensor) -> torch.Tensor:
         """Map offsets ``(..., 2)`` to biases ``(..., num_heads)``."""
@@ -74,12 +79,31 @@ class DynamicPositionBias(BaseModule):
         """
         offsets, index = self._offset_tables(group_h, group_w,
                                              self.proj.weight.device)
-        bias = self(offsets.to(self.proj.weight.dtype))  # (T, heads)
+        if torch.is_grad_enabled():
+            bias = self(offsets.to(self.proj.weight.dtype))  # (T, heads)
+        else:
+            bias = self._cached_output(group_h, group_w, offsets)
         n = group_h * group_w
         return bias.t().index_select(1, index).view(self.num_heads, n, n)
+
+    def _cached_output(self, group_h, group_w, offsets, max_entries=8):
+        params = tuple(self.parameters())
+        key = (group_h, group_w, torch.get_autocast_dtype(
+            offsets.device.type) if torch.is_autocast_enabled(
+                offsets.device.type) else None,
+               tuple((p.data_ptr(), p.dtype, p._version) for p in params))
+        if key not in self._outputs:
+            if len(self._outputs) >= max_entries:
+                self._outputs.pop(next(iter(self._outputs)))
+            # The entry holds the parameters too, so their storage cannot be
+            # freed and reused by other tensors while the key names it.
+            self._outputs[key] = (self(offsets.to(self.proj.weight.dtype)),
+                                  params)
+        return self._outputs[key][0]
 
     def __getstate__(self):
         # Tables are derived data: do not pickle or deepcopy them.
         state = self.__dict__.copy()
         state['_tables'] = {}
+        state['_outputs'] = {}
         return state
