@@ -23,17 +23,18 @@ Image ``i`` of a split depends only on ``(seed, split, i)``: more images
 extend a set without changing the first ones, and another split (or seed)
 gives other images.
 
-For tests and demos, :func:`mmdet_data_overrides`,
-:func:`tiny_detector_overrides`, :func:`shrink_pipeline` and
-:func:`write_derived_config` turn a real detection config into one that
-trains on this data in seconds on a CPU, keeping every other setting::
+For tests and demos, :func:`write_tiny_detection_config` (built from
+:func:`tiny_detector_overrides`, :func:`mmdet_data_overrides`,
+:func:`shrink_pipeline` and :func:`write_derived_config`) writes a config
+that inherits a real detection config and trains it on this data in seconds
+on a CPU, keeping every other setting::
 
     train = make_coco_shapes(root, 8, split='train')
     val = make_coco_shapes(root, 4, split='val')
-    cfg = Config.fromfile('configs/maskrcnn_crossformer_s_fpn_1x_coco.py')
-    overrides = dict(model=tiny_detector_overrides(cfg.model, 3),
-                     **mmdet_data_overrides(cfg, train, val, factor=0.1))
-    write_derived_config('tiny.py', 'configs/maskrcnn_...py', overrides)
+    write_tiny_detection_config(
+        'tiny.py', 'configs/maskrcnn_crossformer_s_fpn_1x_coco.py', train,
+        val, train_cfg=dict(max_epochs=1))
+    # mim train mmdet tiny.py
 """
 import copy
 import json
@@ -289,20 +290,57 @@ def _num_classes_overrides(node, num_classes: int):
     return None
 
 
-def tiny_detector_overrides(model: dict, num_classes: int,
-                            arch: dict = TINY_ARCH) -> dict:
-    """Overrides (to merge into ``cfg.model``) for a CrossFormer detector:
-    the reduced ``arch`` without pretrained weights, the neck's
-    ``in_channels`` matching it (the last ``len(in_channels)`` stages, as the
-    config wires them) and every head's ``num_classes``."""
+def _limit_rois(node, num_rois: int, num_dets: int, section: str = ''):
+    """A deep copy of a ``train_cfg`` / ``test_cfg`` with at most
+    ``num_rois`` RoIs sampled per image (``sampler.num``) and proposals
+    (``max_per_img`` of ``rpn`` / ``rpn_proposal``), and at most
+    ``num_dets`` detections (any other ``max_per_img``)."""
+    if isinstance(node, (list, tuple)):
+        return [_limit_rois(v, num_rois, num_dets, section) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key == 'num' and section == 'sampler':
+            value = min(value, num_rois)
+        elif key == 'max_per_img':
+            value = min(value, num_rois if section.startswith('rpn')
+                        else num_dets)
+        elif isinstance(value, (dict, list, tuple)):
+            value = _limit_rois(value, num_rois, num_dets, key)
+        out[key] = value
+    return out
+
+
+def tiny_detector_overrides(model: dict,
+                            num_classes: int,
+                            arch: dict = TINY_ARCH,
+                            num_rois: int = 32,
+                            num_dets: int = 10) -> dict:
+    """Overrides (to merge into ``cfg.model``) that make a CrossFormer
+    detector train in seconds on a CPU, keeping its heads as configured:
+
+    - the reduced ``arch`` without pretrained weights, and the neck's
+      ``in_channels`` matching it (the last ``len(in_channels)`` stages, as
+      the config wires them);
+    - every head's ``num_classes``;
+    - at most ``num_rois`` proposals / sampled RoIs per image and
+      ``num_dets`` detections (the RoI heads cost the same on any image
+      size: Mask R-CNN's mask head alone is about 0.5 GFLOPs per RoI).
+    """
     dims = [arch['embed_dims'] * 2**i for i in range(len(arch['depths']))]
     num_in = len(model['neck']['in_channels'])
     out = dict(
-        backbone=dict(arch=copy.deepcopy(arch), init_cfg=None),
+        # _delete_: the dict replaces the config's arch name.
+        backbone=dict(arch=dict(_delete_=True, **arch), init_cfg=None),
         neck=dict(in_channels=dims[len(dims) - num_in:]))
     heads = {k: v for k, v in model.items()
-             if k not in ('backbone', 'neck', 'data_preprocessor')}
+             if k not in ('backbone', 'neck', 'data_preprocessor',
+                          'train_cfg', 'test_cfg')}
     out.update(_num_classes_overrides(heads, num_classes) or {})
+    for key in ('train_cfg', 'test_cfg'):
+        if model.get(key):
+            out[key] = _limit_rois(model[key], num_rois, num_dets)
     return out
 
 
@@ -343,3 +381,42 @@ def write_derived_config(path: str, base: str, overrides: Dict) -> str:
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
     return str(path)
+
+
+def _merge(base: Dict, extra: Dict) -> Dict:
+    """``extra`` merged into a copy of ``base`` (dicts recursively)."""
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def write_tiny_detection_config(path: str,
+                                config: str,
+                                train: Dict,
+                                val: Dict,
+                                factor: float = 0.1,
+                                arch: dict = TINY_ARCH,
+                                **overrides) -> str:
+    """Write a config that inherits the detection ``config`` and trains it
+    on the generated ``train`` / ``val`` sets (from
+    :func:`make_coco_shapes`) on a CPU: :func:`tiny_detector_overrides`
+    (``arch``, one class per shape), :func:`mmdet_data_overrides` (pipelines
+    scaled by ``factor``) and ``overrides`` on top (e.g.
+    ``train_cfg=dict(max_epochs=1)``; a ``model`` entry is merged into the
+    model overrides). Returns ``path``."""
+    from mmengine.config import Config
+    if tuple(train['classes']) != tuple(val['classes']):
+        raise ValueError(f"train and val classes differ: {train['classes']} "
+                         f"and {val['classes']}")
+    cfg = Config.fromfile(config)
+    model = _merge(
+        tiny_detector_overrides(cfg.model, len(train['classes']), arch),
+        overrides.pop('model', {}))
+    settings = dict(model=model,
+                    **mmdet_data_overrides(cfg, train, val, factor))
+    return write_derived_config(path, osp.abspath(config),
+                                _merge(settings, overrides))

@@ -1,0 +1,228 @@
+"""End to end through the real CLI on generated COCO data (CPU):
+``mim train mmdet`` / ``mim test mmdet`` / ``mim train --resume`` of Mask
+R-CNN CrossFormer-S, a shorter RetinaNet CrossFormer-S run, and a mixed
+precision (``--amp``) step.
+
+The configs are derived in ``tmp_path`` from the real ones
+(``_base_ = '<abs path>'``, see ``write_tiny_detection_config``), shrinking
+only the backbone arch, the image scale, the number of RoIs, the data and
+the epochs.
+"""
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+from test_det_configs import _one_thread  # noqa: F401  (autouse fixture)
+
+import mmcrossformer  # noqa: F401  registers CrossFormer, allows checkpoints
+from mmcrossformer.testing.coco_shapes import (make_coco_shapes,
+                                               write_tiny_detection_config)
+
+MIM = osp.join(osp.dirname(sys.executable), 'mim')
+# CPU only; one thread per process: the runs are small, and OpenMP slows
+# down several-fold when parallel processes oversubscribe the cores.
+ENV = dict(os.environ, CUDA_VISIBLE_DEVICES='-1', OMP_NUM_THREADS='1',
+           MKL_NUM_THREADS='1')
+MASK_RCNN = osp.join(REPO, 'configs', 'maskrcnn_crossformer_s_fpn_1x_coco.py')
+RETINANET = osp.join(REPO, 'configs', 'retinanet_crossformer_s_fpn_1x_coco.py')
+# Every iteration logged; one epoch (4 images, batch 2: 2 iterations).
+RUN = dict(train_cfg=dict(max_epochs=1),
+           default_hooks=dict(logger=dict(interval=1)))
+
+
+@pytest.fixture(scope='module')
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp('coco_shapes')
+    return (make_coco_shapes(root, 4, split='train'),
+            make_coco_shapes(root, 2, split='val'))
+
+
+def mim(*args, cwd) -> str:
+    """Run ``mim <args>``; assert it succeeded; return its output."""
+    proc = subprocess.run([MIM, *args], cwd=cwd, env=ENV, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          timeout=600)
+    assert proc.returncode == 0, (
+        f'mim {" ".join(args)} failed ({proc.returncode}):\n'
+        f'{proc.stdout[-6000:]}')
+    return proc.stdout
+
+
+def coco_metrics(log: str, mode: str) -> dict:
+    """The ``coco/*`` metrics of the last ``Epoch(<mode>)`` summary."""
+    lines = [line for line in log.splitlines()
+             if f'Epoch({mode})' in line and 'coco/' in line]
+    assert lines, f'no Epoch({mode}) COCO metrics in the log:\n{log[-4000:]}'
+    return {k: float(v) for k, v in
+            re.findall(r'coco/(\w+): (-?\d+\.\d+)', lines[-1])}
+
+
+def assert_map(metrics: dict, *kinds):
+    for kind in kinds:
+        for key in (f'{kind}_mAP', f'{kind}_mAP_50', f'{kind}_mAP_75'):
+            assert key in metrics, sorted(metrics)
+            assert 0. <= metrics[key] <= 1., (key, metrics[key])
+
+
+def train_lines(log: str, epoch: int):
+    return [line for line in log.splitlines()
+            if f'Epoch(train) [{epoch}][' in line and 'loss:' in line]
+
+
+def test_coco_shapes(tmp_path):
+    """The generated data: deterministic, extendable, COCO-valid, with
+    polygon, compressed-RLE and uncompressed-RLE masks that match ``area``
+    and ``bbox``."""
+    import json
+
+    from pycocotools import mask as mask_utils
+    from pycocotools.coco import COCO
+    info = make_coco_shapes(tmp_path / 'a', 6, image_size=64, seed=3)
+    again = make_coco_shapes(tmp_path / 'b', 8, image_size=64, seed=3)
+    other = make_coco_shapes(tmp_path / 'c', 6, image_size=64, seed=3,
+                             split='val')
+    assert info['classes'] == ('square', 'circle', 'triangle')
+    with open(info['ann_file']) as f:
+        data = json.load(f)
+    with open(again['ann_file']) as f:
+        assert json.load(f)['annotations'][:info['num_instances']] == data[
+            'annotations']
+    for name in ('train_000000.jpg', 'train_000005.jpg'):
+        with open(info['img_dir'] + name, 'rb') as f, open(
+                again['img_dir'] + name, 'rb') as g:
+            assert f.read() == g.read()
+    with open(other['img_dir'] + 'val_000000.jpg', 'rb') as f, open(
+            info['img_dir'] + 'train_000000.jpg', 'rb') as g:
+        assert f.read() != g.read()
+
+    def kind(segmentation):
+        if isinstance(segmentation, list):
+            return 'polygon'
+        compressed = isinstance(segmentation['counts'], str)
+        return 'rle' if compressed else 'uncompressed rle'
+
+    kinds = [kind(a['segmentation']) for a in data['annotations']]
+    assert set(kinds) == {'polygon', 'rle', 'uncompressed rle'}
+    assert info['num_rle'] == len(kinds) - kinds.count('polygon')
+    coco = COCO(info['ann_file'])
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        mask = coco.annToMask(ann)
+        assert 0 < mask.sum() == ann['area']
+        rle = mask_utils.encode(mask)
+        assert list(mask_utils.toBbox(rle)) == pytest.approx(ann['bbox'])
+
+
+def test_mask_rcnn_train_test_resume(shapes, tmp_path):
+    train, val = shapes
+    config = write_tiny_detection_config(
+        str(tmp_path / 'maskrcnn_tiny.py'), MASK_RCNN, train, val, **RUN)
+    work_dir = str(tmp_path / 'work')
+
+    # Train one epoch; the validation after it reports box and mask mAP.
+    log = mim('train', 'mmdet', config, '--work-dir', work_dir,
+              cwd=str(tmp_path))
+    lines = train_lines(log, 1)
+    assert [re.search(r'\[1\]\[(\d)/2\]', x)[1] for x in lines] == ['1', '2']
+    for line in lines:
+        losses = dict(re.findall(r'(loss\w*): (\S+)', line))
+        assert {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox',
+                'loss_mask'} <= set(losses)
+        assert all(torch.isfinite(torch.tensor(float(v)))
+                   for v in losses.values())
+    assert_map(coco_metrics(log, 'val'), 'bbox', 'segm')
+    first_ckpt = osp.join(work_dir, 'epoch_1.pth')
+    assert osp.isfile(first_ckpt)
+
+    # Test the saved checkpoint: COCO box and mask mAP.
+    log = mim('test', 'mmdet', config, '--checkpoint', first_ckpt,
+              '--work-dir', str(tmp_path / 'test'), cwd=str(tmp_path))
+    assert_map(coco_metrics(log, 'test'), 'bbox', 'segm')
+
+    # Resume from it to a second epoch: iteration 3 continues the warm-up
+    # (lr 1e-4 * (0.001 + 0.999 * 2 / 500)), it does not restart it.
+    log = mim('train', 'mmdet', config, '--work-dir', work_dir, '--resume',
+              first_ckpt, '--cfg-options', 'train_cfg.max_epochs=2',
+              cwd=str(tmp_path))
+    assert 'resumed epoch: 1, iter: 2' in log
+    assert not train_lines(log, 1)
+    lines = train_lines(log, 2)
+    assert len(lines) == 2
+    assert 'lr: 5.0040e-07' in lines[0]
+    assert_map(coco_metrics(log, 'val'), 'bbox', 'segm')
+    # torch.load's default (weights_only) reads mmengine's checkpoint.
+    ckpt = torch.load(osp.join(work_dir, 'epoch_2.pth'), map_location='cpu')
+    assert (ckpt['meta']['epoch'], ckpt['meta']['iter']) == (2, 4)
+
+
+def test_retinanet_train(shapes, tmp_path):
+    train, val = shapes
+    # An untrained RetinaNet scores every anchor about 0.01 (its prior),
+    # under the 0.05 threshold: keep all so the evaluation has boxes.
+    config = write_tiny_detection_config(
+        str(tmp_path / 'retinanet_tiny.py'), RETINANET, train, val,
+        model=dict(test_cfg=dict(score_thr=0.)), **RUN)
+    work_dir = str(tmp_path / 'work')
+    log = mim('train', 'mmdet', config, '--work-dir', work_dir,
+              cwd=str(tmp_path))
+    lines = train_lines(log, 1)
+    assert len(lines) == 2
+    assert all('loss_cls' in x and 'loss_bbox' in x for x in lines)
+    assert_map(coco_metrics(log, 'val'), 'bbox')
+    assert osp.isfile(osp.join(work_dir, 'epoch_1.pth'))
+
+
+def test_amp_step(shapes, tmp_path, monkeypatch):
+    """``--amp`` sets ``optim_wrapper.type='AmpOptimWrapper'`` and
+    ``loss_scale='dynamic'``. mmengine 0.10.7's AmpOptimWrapper asserts a
+    GPU (or NPU / MLU / MUSA), so on a CPU ``mim train --amp`` stops where
+    the wrapper is built (checked first). What runs here is that same
+    wrapper with the device check patched: on CPU mmengine's autocast uses
+    bfloat16 (its only CPU dtype) and torch's CUDA GradScaler disables
+    itself, so the step is bf16 autocast (linear layers and convolutions in
+    bf16, fp32 weights) without loss scaling. It trains RetinaNet: Mask
+    R-CNN's training step calls mmcv's CPU NMS, which has no bf16 kernel
+    (on a GPU, ``--amp`` runs fp16 with mmcv's CUDA kernels).
+    """
+    from mmengine.config import Config
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.runner import Runner
+
+    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_wrapper
+    train, val = shapes
+    config = write_tiny_detection_config(
+        str(tmp_path / 'retinanet_tiny.py'), RETINANET, train, val,
+        train_cfg=dict(max_epochs=1))
+    cfg = Config.fromfile(config)
+    cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # train only
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'  # what --amp sets
+    cfg.optim_wrapper.loss_scale = 'dynamic'
+    cfg.work_dir = str(tmp_path / 'work')
+    if not torch.cuda.is_available():
+        with pytest.raises(AssertionError, match='only available training'):
+            build_optim_wrapper(torch.nn.Linear(1, 1), cfg.optim_wrapper)
+    monkeypatch.setattr(amp_wrapper, 'is_cuda_available', lambda: True)
+    runner = Runner.from_cfg(cfg)
+    model = runner.model
+    dtypes = []
+    for layer in (model.backbone.stages[0].blocks[0].attn.qkv,
+                  model.neck.fpn_convs[0].conv,
+                  model.bbox_head.retina_cls):
+        layer.register_forward_hook(
+            lambda module, args, out: dtypes.append(out.dtype))
+    weight = model.backbone.stages[0].blocks[0].attn.qkv.weight
+    before = weight.detach().clone()
+    runner.train()
+
+    assert type(runner.optim_wrapper).__name__ == 'AmpOptimWrapper'
+    assert not runner.optim_wrapper.loss_scaler.is_enabled()
+    # 2 iterations x (qkv, FPN conv, classifier at 5 levels)
+    assert dtypes == [torch.bfloat16] * 14
+    loss = runner.message_hub.get_scalar('train/loss').current()
+    assert torch.isfinite(torch.tensor(loss))
+    assert weight.dtype == torch.float32  # fp32 master weights, updated
+    assert not torch.equal(before, weight.detach())
