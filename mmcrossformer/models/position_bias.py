@@ -79,7 +79,8 @@ class DynamicPositionBias(BaseModule):
         """
         offsets, index = self._offset_tables(group_h, group_w,
                                              self.proj.weight.device)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.jit.is_tracing():
+            # (FLOP counters trace the model: they must see the MLP run.)
             bias = self(offsets.to(self.proj.weight.dtype))  # (T, heads)
         else:
             bias = self._cached_output(group_h, group_w, offsets)

@@ -19,12 +19,13 @@ exercises the ignored label.
 UperNet / Semantic FPN config into one that trains in seconds on a CPU while
 keeping every other setting of the real config.
 """
-import copy
 import os
 import os.path as osp
 from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
+
+from .coco_shapes import shrink_pipeline  # noqa: F401  (re-exported)
 
 # ADE20K label ids (1-based, as in the PNGs) used by the scenes.
 TOP_CLASSES = (1, 3)  # wall, sky
@@ -152,23 +153,3 @@ def tiny_segmentor_overrides(model: dict,
         out['auxiliary_head'] = dict(
             in_channels=dims[aux['in_index']], channels=channels)
     return out
-
-
-def shrink_pipeline(pipeline: List[dict], factor: float) -> List[dict]:
-    """A copy of a data pipeline with every ``scale`` and ``crop_size``
-    (including those inside ``TestTimeAug``) multiplied by ``factor``."""
-
-    def shrink(transform):
-        transform = copy.deepcopy(transform)
-        for key in ('scale', 'crop_size'):
-            if isinstance(transform.get(key), (tuple, list)):
-                transform[key] = tuple(
-                    max(1, int(round(s * factor))) for s in transform[key])
-        if 'transforms' in transform:
-            transform['transforms'] = [
-                [shrink(t) for t in item] if isinstance(item, list) else
-                shrink(item) for item in transform['transforms']
-            ]
-        return transform
-
-    return [shrink(t) for t in pipeline]
