@@ -1,0 +1,167 @@
+"""`make demo`: its data generator (``tools/demo/make_demo_data.py``:
+deterministic, polygon masks, reused when the settings match) and a short
+real run of ``tools/demo/run_demo.py`` (the real ``mim train`` / ``mim
+test`` of ``configs/demo/maskrcnn_crossformer_demo.py`` on a few images,
+then the pictures, the loss curve and the summary)."""
+import filecmp
+import glob
+import importlib.util
+import json
+import os
+import os.path as osp
+import re
+import subprocess
+import sys
+
+import cv2
+import pytest
+from conftest import REPO
+
+DEMO_DIR = osp.join(REPO, 'tools', 'demo')
+SIZE = 192  # the demo config's image scale
+
+
+def _load_make_demo_data():
+    spec = importlib.util.spec_from_file_location(
+        'make_demo_data', osp.join(DEMO_DIR, 'make_demo_data.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_demo_data = _load_make_demo_data()
+
+
+def _small(out_dir, **kwargs):
+    settings = dict(num_train=3, num_test=2, size=64, seed=1,
+                    progress=False)
+    return make_demo_data.ensure_demo_data(str(out_dir),
+                                           **{**settings, **kwargs})
+
+
+def _annotations(data, split):
+    with open(data[split]['ann_file']) as f:
+        return json.load(f)
+
+
+def test_demo_data_is_deterministic(tmp_path):
+    first = _small(tmp_path / 'a')
+    second = _small(tmp_path / 'b')
+    assert not first['reused'] and not second['reused']
+    for split, num in (('train', 3), ('test', 2)):
+        coco = _annotations(first, split)
+        assert coco == _annotations(second, split)
+        assert len(coco['images']) == num == first[split]['num_images']
+        assert [c['name'] for c in coco['categories']] == [
+            'square', 'circle', 'triangle']
+        assert coco['annotations']
+        # Polygon masks only (the generator can also write RLE).
+        assert all(isinstance(a['segmentation'], list)
+                   for a in coco['annotations'])
+        assert all(im['height'] == im['width'] == 64 for im in coco['images'])
+        names = [im['file_name'] for im in coco['images']]
+        _, mismatch, errors = filecmp.cmpfiles(
+            first[split]['img_dir'], second[split]['img_dir'], names,
+            shallow=False)
+        assert not mismatch and not errors
+    # The held-out split is other images than the training split.
+    assert not filecmp.cmp(
+        osp.join(first['train']['img_dir'], 'train_000000.jpg'),
+        osp.join(first['test']['img_dir'], 'test_000000.jpg'), shallow=False)
+    # Another seed, other data.
+    other = _small(tmp_path / 'c', seed=2)
+    assert (_annotations(other, 'train')['annotations'] !=
+            _annotations(first, 'train')['annotations'])
+
+
+def test_demo_data_is_reused_when_the_settings_match(tmp_path, capsys):
+    args = ['--out', str(tmp_path), '--num-train', '3', '--num-test', '2',
+            '--size', '64']
+    assert make_demo_data.main(args) == 0
+    out, err = capsys.readouterr()
+    assert f'demo data: generated {tmp_path}' in out
+    assert '3 images' in out and '2 images' in out
+    assert 'coco shapes (train)' in err  # the tqdm progress bar
+    ann_file = osp.join(tmp_path, 'annotations', 'instances_train.json')
+    stamp = os.stat(ann_file).st_mtime_ns
+
+    assert make_demo_data.main(args) == 0
+    out, err = capsys.readouterr()
+    assert f'reusing the data in {tmp_path}' in out
+    assert 'coco shapes' not in err
+    assert os.stat(ann_file).st_mtime_ns == stamp
+
+    # Other settings, a missing image or --force: generated again.
+    assert not _small(tmp_path, num_train=4, num_test=2, seed=0)['reused']
+    os.remove(osp.join(tmp_path, 'test', 'test_000001.jpg'))
+    assert not _small(tmp_path, num_train=4, num_test=2, seed=0)['reused']
+    assert _small(tmp_path, num_train=4, num_test=2, seed=0)['reused']
+    assert not _small(tmp_path, num_train=4, num_test=2, seed=0,
+                      force=True)['reused']
+
+
+def test_run_demo(tmp_path):
+    """A 10-iteration demo on 8 training and 2 test images."""
+    data_dir, work_dir = tmp_path / 'data', tmp_path / 'work'
+    sizes = ['--num-train', '8', '--num-test', '2', '--size', str(SIZE)]
+    assert make_demo_data.main(['--out', str(data_dir), *sizes]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, osp.join(DEMO_DIR, 'run_demo.py'), '--iters', '10',
+         '--data-dir', str(data_dir), '--work-dir', str(work_dir),
+         '--num-pictures', '2', *sizes],
+        cwd=str(tmp_path), env=env, text=True, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, timeout=600)
+    log = proc.stdout
+    assert proc.returncode == 0, log[-6000:]
+
+    # The data made above was reused, and said so.
+    assert f'reusing the data in {data_dir}' in log
+    # mmengine's training log streamed, without the per-parameter lines.
+    assert 'Iter(train) [10/10]' in log
+    assert 'paramwise_options --' not in log
+    # The summary: held-out COCO metrics and where the outputs are.
+    summary = log[log.index('CrossFormer Mask R-CNN demo: done'):]
+    metrics = dict(re.findall(r'(bbox|segm) mAP (\d\.\d+)', summary))
+    assert set(metrics) == {'bbox', 'segm'}
+    assert all(0. <= float(v) <= 1. for v in metrics.values())
+    for line in ('checkpoint:   work/iter_10.pth', 'loss curve:   work/loss.png',
+                 'pictures:     work/predictions/*.png (2 test images',
+                 'predictions:  work/test_predictions.pkl'):
+        assert line in summary, summary
+
+    assert osp.isfile(work_dir / 'iter_10.pth')
+    train_logs = glob.glob(str(work_dir / '*' / '*.log'))
+    assert any('paramwise_options --' in open(f).read() for f in train_logs)
+    loss = cv2.imread(str(work_dir / 'loss.png'))
+    assert loss is not None and loss.shape[0] > 100
+    # Ground truth beside the predictions, enlarged by an integer factor
+    # to about PICTURE_SIZE pixels.
+    source = open(osp.join(DEMO_DIR, 'run_demo.py')).read()
+    picture_size = int(re.search(r'^PICTURE_SIZE = (\d+)', source,
+                                 re.M).group(1))
+    side = SIZE * max(1, round(picture_size / SIZE))
+    pictures = sorted(glob.glob(str(work_dir / 'predictions' / '*.png')))
+    assert [osp.basename(p) for p in pictures] == [
+        'test_000000.png', 'test_000001.png']
+    for picture in pictures:
+        drawn = cv2.imread(picture)
+        assert drawn.shape == (side, 2 * side, 3)
+        image = cv2.imread(str(data_dir / 'test' / (
+            osp.splitext(osp.basename(picture))[0] + '.jpg')))
+        image = cv2.resize(image, (side, side),
+                           interpolation=cv2.INTER_NEAREST)
+        # The ground truth (left) is drawn over the image.
+        assert (cv2.absdiff(drawn[:, :side], image) > 40).mean() > 0.01
+
+
+@pytest.mark.parametrize('iters', ['1', '0'])
+def test_run_demo_rejects_too_few_iterations(iters, capsys):
+    sys.path.insert(0, DEMO_DIR)
+    try:
+        import run_demo
+    finally:
+        sys.path.remove(DEMO_DIR)
+    with pytest.raises(SystemExit):
+        run_demo.parse_args(['--iters', iters])
+    assert '--iters must be at least 2' in capsys.readouterr().err
