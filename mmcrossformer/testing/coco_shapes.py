@@ -9,7 +9,8 @@ shapes, and helpers that point (and shrink) an mmdet config at it.
 
 Every image has a textured background (random base colour, two sinusoidal
 waves and noise) and 1..``max_instances`` non-overlapping shapes, each of a
-random colour, size and rotation; the class is the shape (``square``,
+random colour (at least :data:`MIN_COLOR_DISTANCE` from the background
+under it), size and rotation; the class is the shape (``square``,
 ``circle``, ``triangle``), never the colour, so a detector has to learn it.
 Each shape is a polygon (a circle has 32 vertices); its mask is that polygon
 rasterised by pycocotools, exactly what the COCO evaluation rasterises, and
@@ -50,6 +51,10 @@ SHAPES = ('square', 'circle', 'triangle')
 _VERTICES = dict(square=4, circle=32, triangle=3)
 
 # A reduced CrossFormer for tests: one block per stage, channels 16..128.
+# Shapes differ from the background under them by at least this much (RGB
+# distance; the background waves swing by up to +-60 per channel).
+MIN_COLOR_DISTANCE = 100.
+
 TINY_ARCH = dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])
 
 
@@ -66,6 +71,16 @@ def _background(rng: np.random.Generator, height: int,
         image += wave[..., None] * rng.uniform(-30, 30, size=3)
     image += rng.normal(0, 6, size=image.shape)
     return image
+
+
+def _shape_color(rng: np.random.Generator, background: np.ndarray,
+                 min_distance: float = MIN_COLOR_DISTANCE) -> np.ndarray:
+    """A random RGB colour at least ``min_distance`` from ``background``
+    (the mean colour under the shape), so that every shape is visible."""
+    while True:
+        color = rng.uniform(0, 255, size=3)
+        if np.linalg.norm(color - background) >= min_distance:
+            return color
 
 
 def _place(rng: np.random.Generator, height: int, width: int,
@@ -194,7 +209,7 @@ def make_coco_shapes(out_dir: str,
                            height=height, width=width))
         for inst in _instances(rng, height, width, classes, max_instances):
             mask = inst['mask'].astype(bool)
-            color = rng.uniform(0, 255, size=3)
+            color = _shape_color(rng, image[mask].mean(0))
             image[mask] = color + rng.normal(0, 6, size=(mask.sum(), 3))
             ann_id = len(annotations) + 1
             if rle_every and ann_id % rle_every == 0:

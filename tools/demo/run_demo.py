@@ -12,7 +12,7 @@ on held-out images, and show what it learned. CPU only, no downloads.
    from mmengine's scalar log;
 5. a summary: metrics and where the checkpoint, logs and pictures are.
 
-    python tools/demo/run_demo.py [--iters 600] [--data-dir data/demo]
+    python tools/demo/run_demo.py [--iters 400] [--data-dir data/demo]
         [--work-dir work_dirs/demo] [--num-train 400] [--num-test 50]
 """
 import argparse
@@ -32,7 +32,7 @@ from make_demo_data import (add_data_arguments, data_kwargs, describe,
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'demo', 'maskrcnn_crossformer_demo.py')
 MIM = osp.join(osp.dirname(sys.executable), 'mim')
-DEFAULT_ITERS = 600
+DEFAULT_ITERS = 400
 MAX_WARMUP = 50
 # mmengine logs one INFO line per parameter for ``paramwise_cfg`` (~400
 # here); they stay in the log file but are not echoed.
