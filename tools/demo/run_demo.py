@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+from functools import lru_cache
 from typing import Dict, List, Sequence
 
 from make_demo_data import (add_data_arguments, data_kwargs, describe,
@@ -32,21 +33,28 @@ from make_demo_data import (add_data_arguments, data_kwargs, describe,
 REPO = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
 CONFIG = osp.join(REPO, 'configs', 'demo', 'maskrcnn_crossformer_demo.py')
 MIM = osp.join(osp.dirname(sys.executable), 'mim')
-DEFAULT_ITERS = 400
-MAX_WARMUP = 50
 # mmengine logs one INFO line per parameter for ``paramwise_cfg`` (~400
 # here); they stay in the log file but are not echoed.
 HIDDEN = 'paramwise_options --'
-# The pictures: images enlarged to about this size; the config's palette.
+# The pictures: images enlarged to about this size.
 PICTURE_SIZE = 384
-PALETTE = [(220, 20, 60), (0, 120, 255), (0, 170, 0)]
+
+
+@lru_cache(maxsize=None)
+def demo_config():
+    """The demo config, read once: its ``max_iters`` and ``warmup_iters``
+    are the default schedule and its ``metainfo.palette`` colours the
+    pictures, so that each lives in the config only."""
+    from mmengine.config import Config
+    return Config.fromfile(CONFIG, import_custom_modules=False)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description='Train, test and show a CrossFormer Mask R-CNN on '
         'generated shapes (CPU).')
-    parser.add_argument('--iters', type=int, default=DEFAULT_ITERS,
+    parser.add_argument('--iters', type=int,
+                        default=demo_config().max_iters,
                         help='training iterations of batch 4 '
                         '(default: %(default)s)')
     parser.add_argument('--data-dir', default='data/demo',
@@ -69,9 +77,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 def config_options(data: Dict, iters: int) -> List[str]:
     """``--cfg-options`` pointing the demo config at ``data`` (from
     ``ensure_demo_data``) and setting an ``iters``-long schedule: linear
-    warm-up for ``min(50, iters // 5)`` iterations, then cosine to the
-    end."""
-    warmup = max(1, min(MAX_WARMUP, iters // 5))
+    warm-up for ``min(warmup_iters, iters // 5)`` iterations (the config's
+    ``warmup_iters``), then cosine to the end."""
+    warmup = max(1, min(demo_config().warmup_iters, iters // 5))
     root = data['train']['data_root'].rstrip('/') + '/'
     return [
         f'train_dataloader.dataset.data_root={root}',
@@ -175,7 +183,8 @@ def draw_predictions(predictions_file: str, data: Dict, out_dir: str,
     load = LoadAnnotations(with_bbox=True, with_mask=True, poly2mask=True)
     visualizer = DetLocalVisualizer(name='demo_predictions')
     visualizer.dataset_meta = dict(
-        classes=[c['name'] for c in coco['categories']], palette=PALETTE)
+        classes=[c['name'] for c in coco['categories']],
+        palette=demo_config().metainfo.palette)
     os.makedirs(out_dir, exist_ok=True)
     for old in glob.glob(osp.join(out_dir, '*.png')):
         os.remove(old)
