@@ -193,6 +193,28 @@ def test_frozen_stages():
         assert all(p.requires_grad for p in module.parameters())
 
 
+def test_out_norms():
+    """``out_norms`` adds ``norm{i}`` for the returned stages only; each
+    returned token is normalised over channels; freezing covers them."""
+    model = CrossFormer(arch=TINY, out_norms=True, out_indices=(0, 2),
+                        frozen_stages=0)
+    names = {n for n, _ in model.named_children() if n.startswith('norm')}
+    assert names == {'norm0', 'norm2'}
+    assert not any(n.startswith('norm') for n, _ in
+                   CrossFormer(arch=TINY).named_children())
+    model.train()
+    assert not model.norm0.training and model.norm2.training
+    assert not model.norm0.weight.requires_grad
+    outs = model(torch.rand(2, 3, 70, 90))
+    assert [tuple(o.shape) for o in outs] == [(2, 16, 18, 23), (2, 64, 5, 6)]
+    for out in outs:
+        mean, var = out.mean(1), out.var(1, unbiased=False)
+        torch.testing.assert_close(mean, torch.zeros_like(mean), atol=1e-5,
+                                   rtol=0)
+        torch.testing.assert_close(var, torch.ones_like(var), atol=1e-3,
+                                   rtol=0)
+
+
 def test_norm_eval():
     model = CrossFormer(arch=TINY, norm_eval=True)
     model.train()
@@ -211,6 +233,8 @@ def test_norm_eval():
     (dict(arch=TINY, out_indices=(0, 4)), 'out_indices 4 is out of range'),
     (dict(arch=TINY, group_size=(7, 7)), 'group_size needs one value per'),
     (dict(arch=TINY, frozen_stages=4), 'frozen_stages'),
+    (dict(arch=TINY, final_norm=True, out_norms=True),
+     'final_norm and out_norms both'),
 ])
 def test_argument_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -5,9 +5,11 @@ import os
 import os.path as osp
 import subprocess
 import sys
+from unittest.mock import patch
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import PARITY_ARCH, REPO, reference_path
 from mmengine.config import Config
 
@@ -103,6 +105,33 @@ def test_parity_features_through_pretrained_init(tmp_path, parity,
         outs = model(parity['inputs']['256x416'])
     for out, ref in zip(outs, parity['features']['256x416']):
         torch.testing.assert_close(out, ref, atol=1e-4, rtol=2e-6)
+
+
+def test_out_norms_start_fresh_on_official_weights(tmp_path, parity):
+    """With ``out_norms`` an official checkpoint loads everything but
+    ``norm{i}``, which it lacks: the outputs are the official features,
+    LayerNorm-ed over channels, and loading says which norms are fresh."""
+    from mmengine.logging import MMLogger
+    src = tmp_path / 'official.pth'
+    torch.save(parity['checkpoint'], src)
+    model = CrossFormer(
+        arch=PARITY_ARCH, out_norms=True, out_indices=(1, 3),
+        init_cfg=dict(type='Pretrained', checkpoint=str(src),
+                      prefix='backbone.'))
+    logger = MMLogger.get_instance('test_out_norms', log_file=str(
+        tmp_path / 'log.txt'), log_level='INFO')
+    with patch.object(MMLogger, 'get_current_instance', return_value=logger):
+        model.init_weights()
+    log = (tmp_path / 'log.txt').read_text()
+    assert 'norm1, norm3 (out_norms) are not in the checkpoint' in log
+    model.eval()
+    with torch.no_grad():
+        outs = model(parity['inputs']['96x160'])
+    refs = [parity['features']['96x160'][i] for i in (1, 3)]
+    for out, ref in zip(outs, refs):
+        expected = F.layer_norm(ref.permute(0, 2, 3, 1), ref.shape[1:2])
+        torch.testing.assert_close(out, expected.permute(0, 3, 1, 2),
+                                   atol=1e-4, rtol=1e-4)
 
 
 def test_bare_state_dict_and_module_prefix():

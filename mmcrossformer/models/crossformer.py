@@ -108,6 +108,13 @@ class CrossFormer(BaseModule):
             Default: (0, 1, 2, 3).
         final_norm (bool): LayerNorm on the last stage's output, as the
             official classifier applies before pooling. Default: False.
+        out_norms (bool): A norm layer ``norm{i}`` (``norm_cfg``) on each
+            returned map, as mmdet's Swin. The official dense-prediction
+            backbone has none, so official and ImageNet checkpoints leave
+            them at their initialisation (reported on loading); they help
+            training from scratch, where the raw stage outputs reach
+            magnitudes of tens and a small Mask R-CNN stalls. Not
+            combinable with ``final_norm``. Default: False.
         frozen_stages (int): Freeze the stem and stages ``0..frozen_stages``
             (-1: nothing). Default: -1.
         with_cp (bool): Gradient checkpointing of every block. Default: False.
@@ -162,6 +169,7 @@ class CrossFormer(BaseModule):
                  drop_path_rate=None,
                  out_indices: Sequence[int] = (0, 1, 2, 3),
                  final_norm: bool = False,
+                 out_norms: bool = False,
                  frozen_stages: int = -1,
                  with_cp: bool = False,
                  norm_eval: bool = False,
@@ -231,9 +239,20 @@ class CrossFormer(BaseModule):
                     drop_rate=drop_rate,
                     attn_drop_rate=attn_drop_rate,
                     act_cfg=act_cfg))
+        if final_norm and out_norms:
+            raise ValueError(
+                'final_norm and out_norms both normalise the last stage\'s '
+                'output; set one of them (final_norm for classification, '
+                'out_norms for dense prediction)')
         self.final_norm = final_norm
         if final_norm:
             self.norm = build_norm_layer(norm_cfg, self.channels[-1])[1]
+        self.out_norms = out_norms
+        if out_norms:
+            for i in self.out_indices:
+                self.add_module(
+                    f'norm{i}',
+                    build_norm_layer(norm_cfg, self.channels[i])[1])
         self._freeze_stages()
 
     # ------------------------------------------------------------ arguments
@@ -279,6 +298,8 @@ class CrossFormer(BaseModule):
             self.stages[i] for i in range(self.frozen_stages + 1)]
         if self.final_norm and self.frozen_stages == self.num_stages - 1:
             frozen.append(self.norm)
+        frozen += [getattr(self, f'norm{i}') for i in self.out_indices
+                   if self.out_norms and i <= self.frozen_stages]
         for module in frozen:
             module.eval()
             for param in module.parameters():
@@ -327,6 +348,12 @@ class CrossFormer(BaseModule):
         logger.info(f'CrossFormer: loading {init_cfg["checkpoint"]}: '
                     f'{report}')
         load_state_dict(self, state_dict, strict=False, logger=logger)
+        fresh = [f'norm{i}' for i in self.out_indices if self.out_norms
+                 and not any(k.startswith(f'norm{i}.') for k in state_dict)]
+        if fresh:
+            logger.info(f'CrossFormer: {", ".join(fresh)} (out_norms) are '
+                        'not in the checkpoint and keep their '
+                        'initialisation (weight 1, bias 0)')
 
     # ------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
@@ -342,8 +369,11 @@ class CrossFormer(BaseModule):
         for i, stage in enumerate(self.stages):
             out, x, next_hw_shape = stage(x, hw_shape)
             if i in self.out_indices:
+                norm = getattr(self, f'norm{i}', None)
                 if self.final_norm and i == self.num_stages - 1:
-                    out = self.norm(out.permute(0, 2, 3, 1)).permute(
+                    norm = self.norm
+                if norm is not None:  # over channels: (B, H, W, C)
+                    out = norm(out.permute(0, 2, 3, 1)).permute(
                         0, 3, 1, 2).contiguous()
                 outs.append(out)
             hw_shape = next_hw_shape
