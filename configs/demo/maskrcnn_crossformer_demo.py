@@ -17,9 +17,9 @@
 #     56);
 #   data: 192x192 (not 1333x800), random flip, batch 4;
 #   schedule: iteration based, AdamW lr 1e-3 (not 1e-4; backbone 3e-4),
-#     50 iterations of
-#     linear warm-up, then cosine to lr / 100 at the last iteration. No
-#     validation during training: `mim test` evaluates the held-out split.
+#     50 iterations of linear warm-up, then cosine to lr / 100 at the last
+#     iteration. No validation during training: `mim test` evaluates the
+#     held-out split.
 # `tools/demo/run_demo.py` (`make demo`) runs
 #   mim train mmdet configs/demo/maskrcnn_crossformer_demo.py \
 #       --cfg-options train_cfg.max_iters=N param_scheduler.1.end=N ...
