@@ -32,7 +32,7 @@ _base_ = '../maskrcnn_crossformer_s_fpn_1x_coco.py'
 classes = ('square', 'circle', 'triangle')
 data_root = 'data/demo/'
 image_size = (192, 192)
-max_iters = 400
+max_iters = 350
 warmup_iters = 50
 fpn_channels = 128
 

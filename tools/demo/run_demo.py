@@ -12,7 +12,7 @@ on held-out images, and show what it learned. CPU only, no downloads.
    from mmengine's scalar log;
 5. a summary: metrics and where the checkpoint, logs and pictures are.
 
-    python tools/demo/run_demo.py [--iters 400] [--data-dir data/demo]
+    python tools/demo/run_demo.py [--iters 350] [--data-dir data/demo]
         [--work-dir work_dirs/demo] [--num-train 400] [--num-test 50]
 """
 import argparse
