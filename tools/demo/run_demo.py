@@ -145,8 +145,11 @@ def plot_losses(scalars: List[Dict], out_file: str) -> None:
     ax.set_title('CrossFormer Mask R-CNN demo: training losses')
     ax.grid(alpha=0.3)
     ax.legend()
-    ax_lr.plot(steps, [r['lr'] for r in records], color='gray')
-    ax_lr.set_ylabel('lr')
+    # mmengine logs ``base_lr`` (the optimiser's lr, the heads') and ``lr``
+    # (the first parameter group's: here the backbone's, scaled by lr_mult).
+    lr_key = 'base_lr' if 'base_lr' in records[0] else 'lr'
+    ax_lr.plot(steps, [r[lr_key] for r in records], color='gray')
+    ax_lr.set_ylabel(lr_key)
     ax_lr.set_xlabel('iteration')
     ax_lr.grid(alpha=0.3)
     fig.tight_layout()
