@@ -294,16 +294,21 @@ class CrossFormer(BaseModule):
     def _freeze_stages(self):
         if self.frozen_stages < 0:
             return
-        frozen = [self.patch_embed] + [
-            self.stages[i] for i in range(self.frozen_stages + 1)]
-        if self.final_norm and self.frozen_stages == self.num_stages - 1:
-            frozen.append(self.norm)
-        frozen += [getattr(self, f'norm{i}') for i in self.out_indices
-                   if self.out_norms and i <= self.frozen_stages]
-        for module in frozen:
+        frozen = [self.patch_embed]
+        for i in range(self.frozen_stages + 1):
+            frozen += [self.stages[i], self._output_norm(i)]
+        for module in (m for m in frozen if m is not None):
             module.eval()
             for param in module.parameters():
                 param.requires_grad = False
+
+    def _output_norm(self, i: int):
+        """The norm applied to stage ``i``'s returned map, or None:
+        ``norm{i}`` (``out_norms``) or, for the last stage, ``norm``
+        (``final_norm``)."""
+        if self.final_norm and i == self.num_stages - 1:
+            return self.norm
+        return getattr(self, f'norm{i}', None)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -369,9 +374,7 @@ class CrossFormer(BaseModule):
         for i, stage in enumerate(self.stages):
             out, x, next_hw_shape = stage(x, hw_shape)
             if i in self.out_indices:
-                norm = getattr(self, f'norm{i}', None)
-                if self.final_norm and i == self.num_stages - 1:
-                    norm = self.norm
+                norm = self._output_norm(i)
                 if norm is not None:  # over channels: (B, H, W, C)
                     out = norm(out.permute(0, 2, 3, 1)).permute(
                         0, 3, 1, 2).contiguous()
