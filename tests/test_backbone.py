@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from conftest import PARITY_ARCH
+from conftest import PARITY_ARCH, SOFTMAX_INVARIANT
 
 import mmcrossformer  # noqa: F401  registers CrossFormer
 from mmcrossformer.converters import backbone_state_dict
@@ -100,6 +100,32 @@ def test_grouping_round_trip_and_padding_mask():
         # Exactly the padded positions are masked.
         padded = (layout.height + layout.pad_h) * (layout.width + layout.pad_w)
         assert int(mask.sum()) == padded - 10 * 13
+
+
+def test_gradients_reach_every_parameter_but_the_softmax_invariant_bias():
+    """The training tests exempt exactly the DPB's last bias from "the step
+    moved it"; here is why: softmax cancels a per-head constant, so its exact
+    gradient is 0, while every other parameter gets a real one. (With
+    embed_dims 64 every DPB is at least 4 wide: at width 1 its LayerNorms
+    map every offset to one value, at width 2 to +-1, as in the official
+    model, and pass next to no gradient.)"""
+    model = CrossFormer(arch=dict(TINY, embed_dims=64),
+                        drop_path_rate=0.).double()
+    model.init_weights()
+    model.train()
+    x = torch.rand(2, 3, 72, 88, dtype=torch.float64)
+    sum(o.square().mean() for o in model(x)).backward()
+    invariant = [n for n, _ in model.named_parameters()
+                 if n.endswith(SOFTMAX_INVARIANT)]
+    assert len(invariant) == sum(TINY['depths'])
+    for name, p in model.named_parameters():
+        scale = p.grad.abs().max().item()
+        if name in invariant:
+            weight = name[:-len('bias')] + 'weight'
+            weight_scale = model.get_parameter(weight).grad.abs().max()
+            assert scale < 1e-9 * weight_scale, name
+        else:
+            assert scale > 0, f'{name} gets no gradient'
 
 
 def test_with_cp_same_gradients_and_runs():

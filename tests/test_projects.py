@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import REPO, unchanged_parameters
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS as ROOT_MODELS
@@ -31,7 +32,6 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import mmcrossformer  # noqa: F401  (registers CrossFormer)
 from mmcrossformer import CrossFormer
 
-REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 PROJECT_CONFIGS = sorted(
     glob.glob(osp.join(REPO, 'projects', '*', 'configs', '*.py')))
 # (C, H, W) of the generated images: different sizes, none a multiple of 32,
@@ -188,8 +188,7 @@ def test_project_config_trains_one_step(config, tmp_path):
     # The loss reaches every backbone parameter (all output stages are
     # consumed by the neck / head, so distributed training needs no
     # find_unused_parameters), and the step moved them.
-    unchanged = [name for name, p in model.backbone.named_parameters()
-                 if torch.equal(p.detach(), before[name])]
+    unchanged = unchanged_parameters(model.backbone, before)
     assert not unchanged, f'not updated by the step: {unchanged}'
 
 

@@ -8,7 +8,7 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import REPO, reference_path
+from conftest import REPO, reference_path, unchanged_parameters
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.model import revert_sync_batchnorm
@@ -181,9 +181,8 @@ def test_training_step(name, ade_root):
     assert torch.isfinite(log_vars['loss']) and log_vars['loss'] > 0
     # Every parameter got a gradient and was updated (the LayerNorms, which
     # have no weight decay in UperNet, move only through their gradient).
-    unchanged = [n for n, p in model.named_parameters()
-                 if torch.equal(p, before[n])]
-    assert not unchanged
+    unchanged = unchanged_parameters(model, before)
+    assert not unchanged, f'not updated by the step: {unchanged}'
 
     # Weight decay: UperNet exempts exactly the backbone LayerNorms
     # ('norm' keys), FPN nothing.

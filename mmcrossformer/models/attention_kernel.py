@@ -60,18 +60,19 @@ class _BiasedAttention(torch.autograd.Function):
         batch, groups, heads, length, _ = q.shape
         shared_mask = mask.shape[0] == 1
         grad_q, grad_k, grad_v = (torch.empty_like(t) for t in (q, k, v))
-        grad_mask = torch.zeros(mask.shape, dtype=torch.float32,
-                                device=mask.device)
+        # Half-precision inputs are recomputed in float32, float64 in float64.
+        compute = torch.promote_types(q.dtype, torch.float32)
+        grad_mask = torch.zeros(mask.shape, dtype=compute, device=mask.device)
         step = max(1, BACKWARD_CHUNK_ELEMENTS // (heads * length * length))
         for b in range(batch):
             for g0 in range(0, groups, step):
                 g1 = min(groups, g0 + step)
-                qc, kc, vc, oc, doc = (t[b, g0:g1].float() for t in (
+                qc, kc, vc, oc, doc = (t[b, g0:g1].to(compute) for t in (
                     q, k, v, out, grad_out))
                 mc = mask if shared_mask else mask[g0:g1]
                 # Recompute P = softmax(scale * q k^T + mask).
                 probs = torch.baddbmm(
-                    mc.float().expand(g1 - g0, -1, -1, -1).flatten(0, 1),
+                    mc.to(compute).expand(g1 - g0, -1, -1, -1).flatten(0, 1),
                     qc.flatten(0, 1), kc.flatten(0, 1).transpose(1, 2),
                     alpha=scale).softmax(-1).view(g1 - g0, heads, length, -1)
                 grad_v[b, g0:g1] = (probs.transpose(-2, -1) @ doc).to(v.dtype)

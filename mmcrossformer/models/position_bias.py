@@ -13,7 +13,9 @@ class DynamicPositionBias(BaseModule):
     ``Linear(2, d) -> [LayerNorm, ReLU, Linear] x 3`` (the last Linear has
     ``num_heads`` outputs), non-residual as in the official model. Because no
     weight depends on the group shape, the same weights serve any group size,
-    interval and image size.
+    interval and image size. At ``d = 1`` (``embed_dims < 32``) the LayerNorms
+    map every offset to the same value, so the bias is a constant, as in the
+    official model.
 
     Args:
         hidden_dims (int): Width ``d`` of the MLP (``embed_dims // 16`` in
