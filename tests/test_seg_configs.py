@@ -180,7 +180,8 @@ def test_training_step(name, ade_root):
     assert expected <= set(log_vars)
     assert torch.isfinite(log_vars['loss']) and log_vars['loss'] > 0
     # Every parameter got a gradient and was updated (the LayerNorms, which
-    # have no weight decay in UperNet, move only through their gradient).
+    # have no weight decay in UperNet, move only through their gradient),
+    # but the softmax-invariant DPB biases (see conftest).
     unchanged = unchanged_parameters(model, before)
     assert not unchanged, f'not updated by the step: {unchanged}'
 
