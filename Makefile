@@ -4,8 +4,10 @@ PYTHON ?=
 PY := $(if $(PYTHON),$(PYTHON),$(CURDIR)/.venv/bin/python)
 PYTEST_ARGS ?=
 DEMO_ITERS ?=
+# What `make lint` checks (settings in setup.cfg).
+LINT_PATHS := mmcrossformer tools setup.py
 
-.PHONY: setup test demo clean-venv
+.PHONY: setup test demo lint clean-venv
 
 setup:
 	@PYTHON="$(PYTHON)" bash tools/setup_env.sh
@@ -15,6 +17,10 @@ test: setup
 
 demo: setup
 	$(PY) tools/demo/run_demo.py $(if $(DEMO_ITERS),--iters $(DEMO_ITERS),)
+
+lint: setup
+	$(PY) -m flake8 $(LINT_PATHS)
+	$(PY) -m isort --check-only --diff $(LINT_PATHS)
 
 clean-venv:
 	rm -rf .venv

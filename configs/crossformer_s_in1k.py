@@ -1,15 +1,15 @@
 # CrossFormer-S on ImageNet-1K (mmpretrain): the official recipe (224x224,
 # AdamW lr 1e-3 at batch 1024, weight decay 0.05, 300 epochs, 20 warm-up,
 # cosine, label smoothing 0.1, mixup / cutmix, RandAugment, grad clip 5) and
-# the official evaluation (bicubic resize of the short side to 256, centre
-# crop 224).
+# evaluation (bicubic resize of the short side to 256, centre crop 224).
+# Official: 82.5 top-1, 30.7M params, 4.9G FLOPs.
 #   mim test mmpretrain configs/crossformer_s_in1k.py \
 #       --checkpoint checkpoints/crossformer-s_mm.pth
-# with a checkpoint made by tools/model_converters/crossformer2mm.py.
 _base_ = [
     'mmpretrain::_base_/datasets/imagenet_bs64_swin_224.py',
     'mmpretrain::_base_/schedules/imagenet_bs1024_adamw_swin.py',
     'mmpretrain::_base_/default_runtime.py',
+    './_base_/crossformer.py',
 ]
 custom_imports = dict(imports=['mmcrossformer'], allow_failed_imports=False)
 
@@ -40,8 +40,7 @@ model = dict(
     ]),
 )
 
-# 8 GPUs x 128 images = 1024, as the official training.
-train_dataloader = dict(batch_size=128)
-# The base schedule already decays no norm or bias (as the official code,
-# which skips every 1-D parameter); the DPB MLP's weights decay like any Linear.
-optim_wrapper = dict(clip_grad=dict(max_norm=5.0))
+train_dataloader = dict(batch_size=128)  # x 8 GPUs = 1024
+optim_wrapper = dict(
+    paramwise_cfg=dict(_base_.crossformer_paramwise_cfg, _delete_=True),
+    clip_grad=dict(max_norm=5.0))

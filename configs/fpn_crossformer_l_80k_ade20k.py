@@ -1,7 +1,7 @@
-# CrossFormer-L + Semantic FPN on ADE20K, 80k iterations: the recipe of
-# fpn_crossformer_s_80k_ade20k.py (group size [14, 14, 7, 7], interval
-# [16, 8, 2, 1]) with the L backbone (embed_dims 128).
-#   Paper: 49.1 mIoU single scale.
+# Semantic FPN, CrossFormer-L backbone, ADE20K 80k: the recipe of
+# fpn_crossformer_s_80k_ade20k.py, drop path 0.5.
+# Official: 49.1 mIoU, 95.4M params, 482.7G FLOPs.
+#   mim train mmseg configs/fpn_crossformer_l_80k_ade20k.py
 _base_ = './fpn_crossformer_s_80k_ade20k.py'
 model = dict(
     backbone=dict(

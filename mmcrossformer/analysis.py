@@ -8,8 +8,9 @@ Operators without a handle count 0; CrossFormer computes attention with
 ``torch.nn.functional.scaled_dot_product_attention``, traced as
 ``aten::scaled_dot_product_attention`` (or, with gradients on, its own
 autograd Function, traced as ``prim::PythonOp._BiasedAttention``), which
-have none, so ``q @ k^T`` and ``attn @ v`` would be missed (as mmcv's hook-based counter missed them in
-the official code, whose models add them by hand). :func:`flop_analyzer`
+have none, so ``q @ k^T`` and ``attn @ v`` would be missed (as mmcv's
+hook-based counter missed them in the official code, whose models add them
+by hand). :func:`flop_analyzer`
 registers :func:`attention_flop_jit` for it (and for the fused kernels'
 names, in case a trace records those).
 

@@ -27,6 +27,7 @@ def _numpy_globals():
 def mmengine_checkpoint_globals():
     """The non-tensor types an mmengine 0.10 training checkpoint holds."""
     from mmengine.logging import HistoryBuffer
+
     # ``getattr``: each pickled HistoryBuffer keeps its statistics methods as
     # ``getattr(HistoryBuffer, 'min')`` etc. (seen in a real ``mim train
     # mmseg`` checkpoint). The unpickler still calls only allow-listed

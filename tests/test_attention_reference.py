@@ -4,11 +4,10 @@ per-call index tables, -1e6 masks) on random weights and inputs with
 padding, so the optimised path can never drift."""
 import pytest
 import torch
+from helpers.official_block import official_block, official_forward
 
 from mmcrossformer.models import CrossFormer, CrossFormerBlock
 from mmcrossformer.models.attention_kernel import biased_attention
-from mmcrossformer.testing.official_block import (official_block,
-                                                  official_forward)
 
 
 @pytest.mark.parametrize('shared_mask', [True, False])

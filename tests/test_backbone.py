@@ -6,10 +6,11 @@ import math
 import pytest
 import torch
 import torch.nn as nn
-from conftest import PARITY_ARCH, SOFTMAX_INVARIANT
+from helpers.archs import PARITY_ARCH
+from helpers.training import SOFTMAX_INVARIANT
 
 import mmcrossformer  # noqa: F401  registers CrossFormer
-from mmcrossformer.converters import backbone_state_dict
+from mmcrossformer.models.checkpoint import backbone_state_dict
 from mmcrossformer.models import CrossFormer
 
 TINY = dict(embed_dims=16, depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4])

@@ -10,13 +10,17 @@ from unittest.mock import patch
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import PARITY_ARCH, REPO, reference_path
+from helpers.archs import PARITY_ARCH
+from helpers.mim import run_mim
+from helpers.paths import REPO, reference_path
 from mmengine.config import Config
 
 import mmcrossformer  # noqa: F401
-from mmcrossformer.converters import (CheckpointError, backbone_state_dict,
-                                      convert_file, convert_state_dict,
-                                      unwrap_state_dict)
+from mmcrossformer.cli.crossformer2mm import convert_file
+from mmcrossformer.models.checkpoint import (CheckpointError,
+                                             backbone_state_dict,
+                                             convert_state_dict,
+                                             unwrap_state_dict)
 from mmcrossformer.models import CrossFormer
 
 CONVERTER = osp.join(REPO, 'tools', 'model_converters', 'crossformer2mm.py')
@@ -284,11 +288,6 @@ test_dataloader = dict(
                  data_prefix='val', pipeline={{{{_base_.test_pipeline}}}}))
 test_evaluator = dict(type='Accuracy', topk=(1, ))
 """)
-    mim = osp.join(osp.dirname(sys.executable), 'mim')
-    result = subprocess.run(
-        [mim, 'test', 'mmpretrain', str(config), '--checkpoint', str(dst),
-         '--work-dir', str(tmp_path / 'work')],
-        capture_output=True, text=True, cwd=REPO,
-        env=dict(os.environ, CUDA_VISIBLE_DEVICES='-1'))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert 'accuracy/top1:' in result.stdout + result.stderr
+    log = run_mim('test', 'mmpretrain', config, '--checkpoint', dst,
+                  '--work-dir', tmp_path / 'work', cwd=REPO)
+    assert 'accuracy/top1:' in log

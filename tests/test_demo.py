@@ -1,11 +1,12 @@
-"""`make demo`: its data generator (``tools/demo/make_demo_data.py``:
-deterministic, polygon masks, reused when the settings match) and a short
-real run of ``tools/demo/run_demo.py`` (the real ``mim train`` / ``mim
-test`` of ``configs/demo/maskrcnn_crossformer_demo.py`` on a few images,
-then the pictures, the loss curve and the summary)."""
+"""`make demo`: its data (``tools/demo/make_demo_data.py`` over
+:func:`mmcrossformer.datasets.ensure_coco_shapes`: deterministic, polygon
+masks, reused when the settings match) and a short real run of
+``tools/demo/run_demo.py`` (the real ``mim train`` / ``mim test`` of
+``configs/demo/maskrcnn_crossformer_demo.py`` on a few images, then the
+pictures, the loss curve and the summary). The tools run as ``make demo``
+runs them: through their command lines."""
 import filecmp
 import glob
-import importlib.util
 import json
 import os
 import os.path as osp
@@ -15,28 +16,36 @@ import sys
 
 import cv2
 import pytest
-from conftest import REPO
+from helpers.paths import REPO
+
+from mmcrossformer.datasets import ensure_coco_shapes
 
 DEMO_DIR = osp.join(REPO, 'tools', 'demo')
 SIZE = 192  # the demo config's image scale
+ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 
 
-def _load_make_demo_data():
-    spec = importlib.util.spec_from_file_location(
-        'make_demo_data', osp.join(DEMO_DIR, 'make_demo_data.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_tool(script, *args, cwd=None) -> subprocess.CompletedProcess:
+    """``python tools/demo/<script> ARGS``, its stdout and stderr apart."""
+    return subprocess.run(
+        [sys.executable, osp.join(DEMO_DIR, script), *map(str, args)],
+        cwd=cwd, env=ENV, text=True, capture_output=True, timeout=600)
 
 
-make_demo_data = _load_make_demo_data()
+def make_demo_data(out_dir, *args):
+    """Run ``make_demo_data.py --out OUT_DIR ARGS``; its (stdout, stderr).
+    Fails the test with them if it exits with an error."""
+    proc = run_tool('make_demo_data.py', '--out', out_dir, *args)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]
+    return proc.stdout, proc.stderr
 
 
-def _small(out_dir, **kwargs):
-    settings = dict(num_train=3, num_test=2, size=64, seed=1,
-                    progress=False)
-    return make_demo_data.ensure_demo_data(str(out_dir),
-                                           **{**settings, **kwargs})
+def _small(out_dir, num_train=3, num_test=2, seed=1, force=False):
+    """The demo's data (as ``make_demo_data.py`` makes it: polygon masks
+    only) with 64x64 images."""
+    return ensure_coco_shapes(
+        str(out_dir), dict(train=num_train, test=num_test), image_size=64,
+        seed=seed, rle_every=0, force=force)
 
 
 def _annotations(data, split):
@@ -74,19 +83,16 @@ def test_demo_data_is_deterministic(tmp_path):
             _annotations(first, 'train')['annotations'])
 
 
-def test_demo_data_is_reused_when_the_settings_match(tmp_path, capsys):
-    args = ['--out', str(tmp_path), '--num-train', '3', '--num-test', '2',
-            '--size', '64']
-    assert make_demo_data.main(args) == 0
-    out, err = capsys.readouterr()
+def test_demo_data_is_reused_when_the_settings_match(tmp_path):
+    args = [tmp_path, '--num-train', '3', '--num-test', '2', '--size', '64']
+    out, err = make_demo_data(*args)
     assert f'demo data: generated {tmp_path}' in out
     assert '3 images' in out and '2 images' in out
     assert 'coco shapes (train)' in err  # the tqdm progress bar
     ann_file = osp.join(tmp_path, 'annotations', 'instances_train.json')
     stamp = os.stat(ann_file).st_mtime_ns
 
-    assert make_demo_data.main(args) == 0
-    out, err = capsys.readouterr()
+    out, err = make_demo_data(*args)
     assert f'reusing the data in {tmp_path}' in out
     assert 'coco shapes' not in err
     assert os.stat(ann_file).st_mtime_ns == stamp
@@ -104,13 +110,12 @@ def test_run_demo(tmp_path):
     """A 10-iteration demo on 8 training and 2 test images."""
     data_dir, work_dir = tmp_path / 'data', tmp_path / 'work'
     sizes = ['--num-train', '8', '--num-test', '2', '--size', str(SIZE)]
-    assert make_demo_data.main(['--out', str(data_dir), *sizes]) == 0
-    env = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
+    make_demo_data(data_dir, *sizes)
     proc = subprocess.run(
         [sys.executable, osp.join(DEMO_DIR, 'run_demo.py'), '--iters', '10',
          '--data-dir', str(data_dir), '--work-dir', str(work_dir),
          '--num-pictures', '2', *sizes],
-        cwd=str(tmp_path), env=env, text=True, stdout=subprocess.PIPE,
+        cwd=str(tmp_path), env=ENV, text=True, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, timeout=600)
     log = proc.stdout
     assert proc.returncode == 0, log[-6000:]
@@ -156,12 +161,7 @@ def test_run_demo(tmp_path):
 
 
 @pytest.mark.parametrize('iters', ['1', '0'])
-def test_run_demo_rejects_too_few_iterations(iters, capsys):
-    sys.path.insert(0, DEMO_DIR)
-    try:
-        import run_demo
-    finally:
-        sys.path.remove(DEMO_DIR)
-    with pytest.raises(SystemExit):
-        run_demo.parse_args(['--iters', iters])
-    assert '--iters must be at least 2' in capsys.readouterr().err
+def test_run_demo_rejects_too_few_iterations(iters, tmp_path):
+    proc = run_tool('run_demo.py', '--iters', iters, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-6000:]  # argparse's error
+    assert '--iters must be at least 2' in proc.stderr

@@ -4,30 +4,23 @@ R-CNN CrossFormer-S, a shorter RetinaNet CrossFormer-S run, and a mixed
 precision (``--amp``) step.
 
 The configs are derived in ``tmp_path`` from the real ones
-(``_base_ = '<abs path>'``, see ``write_tiny_detection_config``), shrinking
+(``_base_ = '<abs path>'``, see ``helpers.configs``), shrinking
 only the backbone arch, the image scale, the number of RoIs, the data and
 the epochs.
 """
-import os
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
-from conftest import REPO
-from test_det_configs import _one_thread  # noqa: F401  (autouse fixture)
+from helpers.configs import write_tiny_detection_config
+from helpers.mim import run_mim
+from helpers.paths import REPO
 
 import mmcrossformer  # noqa: F401  registers CrossFormer, allows checkpoints
-from mmcrossformer.testing.coco_shapes import (make_coco_shapes,
-                                               write_tiny_detection_config)
+from mmcrossformer.datasets import make_coco_shapes
 
-MIM = osp.join(osp.dirname(sys.executable), 'mim')
-# CPU only; one thread per process: the runs are small, and OpenMP slows
-# down several-fold when parallel processes oversubscribe the cores.
-ENV = dict(os.environ, CUDA_VISIBLE_DEVICES='-1', OMP_NUM_THREADS='1',
-           MKL_NUM_THREADS='1')
+pytestmark = pytest.mark.usefixtures('one_thread')
 MASK_RCNN = osp.join(REPO, 'configs', 'maskrcnn_crossformer_s_fpn_1x_coco.py')
 RETINANET = osp.join(REPO, 'configs', 'retinanet_crossformer_s_fpn_1x_coco.py')
 # Every iteration logged; one epoch (4 images, batch 2: 2 iterations).
@@ -40,17 +33,6 @@ def shapes(tmp_path_factory):
     root = tmp_path_factory.mktemp('coco_shapes')
     return (make_coco_shapes(root, 4, split='train'),
             make_coco_shapes(root, 2, split='val'))
-
-
-def mim(*args, cwd) -> str:
-    """Run ``mim <args>``; assert it succeeded; return its output."""
-    proc = subprocess.run([MIM, *args], cwd=cwd, env=ENV, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=600)
-    assert proc.returncode == 0, (
-        f'mim {" ".join(args)} failed ({proc.returncode}):\n'
-        f'{proc.stdout[-6000:]}')
-    return proc.stdout
 
 
 def coco_metrics(log: str, mode: str) -> dict:
@@ -124,8 +106,8 @@ def test_mask_rcnn_train_test_resume(shapes, tmp_path):
     work_dir = str(tmp_path / 'work')
 
     # Train one epoch; the validation after it reports box and mask mAP.
-    log = mim('train', 'mmdet', config, '--work-dir', work_dir,
-              cwd=str(tmp_path))
+    log = run_mim('train', 'mmdet', config, '--work-dir', work_dir,
+                  cwd=tmp_path)
     lines = train_lines(log, 1)
     assert [re.search(r'\[1\]\[(\d)/2\]', x)[1] for x in lines] == ['1', '2']
     for line in lines:
@@ -139,15 +121,15 @@ def test_mask_rcnn_train_test_resume(shapes, tmp_path):
     assert osp.isfile(first_ckpt)
 
     # Test the saved checkpoint: COCO box and mask mAP.
-    log = mim('test', 'mmdet', config, '--checkpoint', first_ckpt,
-              '--work-dir', str(tmp_path / 'test'), cwd=str(tmp_path))
+    log = run_mim('test', 'mmdet', config, '--checkpoint', first_ckpt,
+                  '--work-dir', tmp_path / 'test', cwd=tmp_path)
     assert_map(coco_metrics(log, 'test'), 'bbox', 'segm')
 
     # Resume from it to a second epoch: iteration 3 continues the warm-up
     # (lr 1e-4 * (0.001 + 0.999 * 2 / 500)), it does not restart it.
-    log = mim('train', 'mmdet', config, '--work-dir', work_dir, '--resume',
-              first_ckpt, '--cfg-options', 'train_cfg.max_epochs=2',
-              cwd=str(tmp_path))
+    log = run_mim('train', 'mmdet', config, '--work-dir', work_dir,
+                  '--resume', first_ckpt, '--cfg-options',
+                  'train_cfg.max_epochs=2', cwd=tmp_path)
     assert 'resumed epoch: 1, iter: 2' in log
     assert not train_lines(log, 1)
     lines = train_lines(log, 2)
@@ -167,8 +149,8 @@ def test_retinanet_train(shapes, tmp_path):
         str(tmp_path / 'retinanet_tiny.py'), RETINANET, train, val,
         model=dict(test_cfg=dict(score_thr=0.)), **RUN)
     work_dir = str(tmp_path / 'work')
-    log = mim('train', 'mmdet', config, '--work-dir', work_dir,
-              cwd=str(tmp_path))
+    log = run_mim('train', 'mmdet', config, '--work-dir', work_dir,
+                  cwd=tmp_path)
     lines = train_lines(log, 1)
     assert len(lines) == 2
     assert all('loss_cls' in x and 'loss_bbox' in x for x in lines)

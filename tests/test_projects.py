@@ -20,7 +20,9 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from conftest import REPO, unchanged_parameters
+from helpers.configs import write_derived_config
+from helpers.paths import REPO
+from helpers.training import unchanged_parameters
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import MODELS as ROOT_MODELS
@@ -96,9 +98,9 @@ def derived_config(config: str, tmp_path) -> tuple:
     head = cfg.model.get('decode_head', {})
     if head.get('train_cfg', {}).get('num_points', 0) > MASK_POINTS:
         model['decode_head'] = dict(train_cfg=dict(num_points=MASK_POINTS))
-    path = tmp_path / osp.basename(config)
-    path.write_text(f'_base_ = {config!r}\nmodel = {model!r}\n')
-    return Config.fromfile(str(path)), state
+    path = write_derived_config(str(tmp_path / osp.basename(config)),
+                                config, dict(model=model))
+    return Config.fromfile(path), state
 
 
 def decayed_backbone_norms(model, optim_wrapper) -> list:

@@ -8,7 +8,11 @@ import os.path as osp
 
 import pytest
 import torch
-from conftest import REPO, reference_path, unchanged_parameters
+from helpers.ade_shapes import SCENE_CLASSES, make_ade_shapes
+from helpers.archs import TINY_ARCH
+from helpers.configs import write_tiny_segmentation_config
+from helpers.paths import REPO, reference_path
+from helpers.training import unchanged_parameters
 from mmengine.config import Config
 from mmengine.dataset import pseudo_collate
 from mmengine.model import revert_sync_batchnorm
@@ -16,37 +20,36 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
 import mmcrossformer  # noqa: F401  (registers CrossFormer)
-from mmcrossformer.converters import convert_state_dict
-from mmcrossformer.testing.ade_shapes import (SCENE_CLASSES, make_ade_shapes,
-                                              shrink_pipeline,
-                                              tiny_segmentor_overrides)
+from mmcrossformer.models.checkpoint import convert_state_dict
+from mmcrossformer.zoo import models_by_config
 
 UPERNET = {v: f'upernet_crossformer_{v}_160k_ade20k.py' for v in 'sbl'}
 FPN = {v: f'fpn_crossformer_{v}_80k_ade20k.py' for v in 'sbl'}
-# Official counts of the whole segmentor (150 classes): UperNet from the
-# reference key layouts (== the paper's 62.3 / 83.6 / 125.5), Semantic FPN
-# from the official README (34.3 / 55.6 / 95.4).
-UPERNET_PARAMS_M = {'s': 62.31, 'b': 83.62, 'l': 125.48}
+# CrossFormer++ (no published dense checkpoints).
+PP_CONFIGS = [f'{head}_crossformerpp_{v}_{iters}_ade20k.py'
+              for head, iters in (('upernet', '160k'), ('fpn', '80k'))
+              for v in 'sb']
+# Parameter counts: the metafile entries (configs/metafile_segmentation.yml),
+# which equal the reference key layouts' (UperNet) and the official README's
+# (Semantic FPN).
+ZOO = models_by_config(REPO)
 UPERNET_KEYS = {'s': 'upernet_small', 'b': 'upernet_base',
                 'l': 'upernet_large'}
-FPN_PARAMS_M = {'s': 34.3, 'b': 55.6, 'l': 95.4}
-# (group size, interval) per stage: UperNet and FPN-B as ImageNet, FPN-S/L
-# as the official FPN configs.
+# (group size, interval) per stage: UperNet, FPN-B and CrossFormer++ as
+# ImageNet, FPN-S/L as the official FPN configs.
 GROUPING = {name: ([7] * 4, [8, 4, 2, 1])
-            for name in [*UPERNET.values(), FPN['b']]}
+            for name in [*UPERNET.values(), FPN['b'], *PP_CONFIGS]}
 GROUPING.update({FPN[v]: ([14, 14, 7, 7], [16, 8, 2, 1]) for v in 'sl'})
-CROP = (64, 64)
+FACTOR = 1 / 8  # 512x512 crops -> 64x64
+# One intra-op thread: these models are tiny, and on a busy 2-core machine a
+# second thread made a step ~10x slower, not faster.
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture(autouse=True)
-def _mmseg_scope_one_thread():
-    # One intra-op thread: these models are tiny, and on a busy 2-core
-    # machine a second thread made a step ~10x slower, not faster.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _mmseg_scope():
     with DefaultScope.overwrite_default_scope('mmseg'):
         yield
-    torch.set_num_threads(threads)
 
 
 def load_config(name: str) -> Config:
@@ -60,17 +63,22 @@ def build_segmentor(model_cfg):
     return revert_sync_batchnorm(MODELS.build(model_cfg))
 
 
-def num_params_m(model) -> float:
-    return sum(p.numel() for p in model.parameters()) / 1e6
+def num_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def zoo_params(name: str) -> int:
+    return ZOO[f'configs/{name}']['Metadata']['Parameters']
 
 
 @pytest.mark.parametrize('variant', 'sbl')
 def test_upernet_params_and_official_checkpoint_layout(variant):
     with open(reference_path('crossformer_official_dense_keys.json')) as f:
         reference = json.load(f)[UPERNET_KEYS[variant]]
-    assert reference['params_M'] == UPERNET_PARAMS_M[variant]
     model = build_segmentor(load_config(UPERNET[variant]).model)
-    assert round(num_params_m(model), 2) == UPERNET_PARAMS_M[variant]
+    assert num_params(model) == zoo_params(UPERNET[variant])
+    assert round(zoo_params(UPERNET[variant]) / 1e6, 2) == (
+        reference['params_M'])
 
     official = {
         k: torch.zeros(s, dtype=torch.long if k.endswith('num_batches_tracked')
@@ -87,7 +95,9 @@ def test_upernet_params_and_official_checkpoint_layout(variant):
 @pytest.mark.parametrize('variant', 'sbl')
 def test_fpn_params(variant):
     model = build_segmentor(load_config(FPN[variant]).model)
-    assert round(num_params_m(model), 1) == FPN_PARAMS_M[variant]
+    assert num_params(model) == zoo_params(FPN[variant])
+    official = ZOO[f'configs/{FPN[variant]}']['Official']['Parameters']
+    assert f'{zoo_params(FPN[variant]) / 1e6:.1f}M' == official
 
 
 def lr_curve(cfg, iters):
@@ -137,25 +147,26 @@ def ade_root(tmp_path_factory):
     return root
 
 
-def tiny_config(name: str, data_root: str) -> Config:
-    """The config with a reduced arch, 64x64 crops and the generated data."""
-    cfg = load_config(name)
-    factor = CROP[0] / cfg.crop_size[0]
-    cfg.merge_from_dict(
-        dict(model=tiny_segmentor_overrides(cfg.model, crop_size=CROP)))
-    # With one block per stage, the configured stochastic depth (up to 0.5)
-    # would skip whole stages of the 2-image step at random.
-    cfg.model.backbone.drop_path_rate = 0.
-    cfg.train_dataloader.dataset.data_root = data_root
-    cfg.train_dataloader.dataset.pipeline = shrink_pipeline(
-        cfg.train_dataloader.dataset.pipeline, factor)
-    return cfg
+def tiny_config(name: str, data_root: str, tmp_path) -> Config:
+    """The config with a reduced arch, 64x64 crops and the generated data
+    (CrossFormer++: four blocks in stage 2, so that block 2 has a cooling
+    layer; the configs' acl / lda_mode hold for the arch dict)."""
+    arch = (dict(TINY_ARCH, depths=[1, 1, 4, 1]) if name in PP_CONFIGS
+            else TINY_ARCH)
+    path = write_tiny_segmentation_config(
+        str(tmp_path / name), osp.join(REPO, 'configs', name), data_root,
+        FACTOR, arch,
+        # With one block per stage, the configured stochastic depth (up to
+        # 0.5) would skip whole stages of the 2-image step at random.
+        model=dict(backbone=dict(drop_path_rate=0.)))
+    return Config.fromfile(path)
 
 
-@pytest.mark.parametrize('name', [*UPERNET.values(), *FPN.values()])
-def test_training_step(name, ade_root):
+@pytest.mark.parametrize('name',
+                         [*UPERNET.values(), *FPN.values(), *PP_CONFIGS])
+def test_training_step(name, ade_root, tmp_path):
     from mmseg.registry import DATASETS
-    cfg = tiny_config(name, ade_root)
+    cfg = tiny_config(name, ade_root, tmp_path)
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     assert len(dataset) == 2
     batch = pseudo_collate([dataset[0], dataset[1]])
@@ -179,23 +190,12 @@ def test_training_step(name, ade_root):
         expected |= {'aux.loss_ce', 'aux.acc_seg'}
     assert expected <= set(log_vars)
     assert torch.isfinite(log_vars['loss']) and log_vars['loss'] > 0
-    # Every parameter got a gradient and was updated (the LayerNorms, which
-    # have no weight decay in UperNet, move only through their gradient),
-    # but the softmax-invariant DPB biases (see conftest).
+    # Every parameter got a gradient and was updated (norms and biases,
+    # which have no weight decay, move only through their gradient), but
+    # the softmax-invariant DPB biases (see helpers.training).
     unchanged = unchanged_parameters(model, before)
     assert not unchanged, f'not updated by the step: {unchanged}'
-
-    # Weight decay: UperNet exempts exactly the backbone LayerNorms
-    # ('norm' keys), FPN nothing.
-    decay = {}
-    for group in optim_wrapper.optimizer.param_groups:
-        for p in group['params']:
-            decay[id(p)] = group['weight_decay']
-    base_decay = cfg.optim_wrapper.optimizer.weight_decay
-    for n, p in model.named_parameters():
-        exempt = name.startswith('upernet') and 'norm' in n
-        assert decay[id(p)] == (0. if exempt else base_decay), n
-    if name.startswith('upernet'):
-        assert decay[id(model.backbone.stages[0].blocks[0].norm1.weight)] == 0
-        dpb = model.backbone.stages[0].blocks[0].attn.position_bias
-        assert decay[id(dpb.proj.weight)] == base_decay == 0.01
+    if name in PP_CONFIGS:
+        assert model.backbone.acl and model.backbone.lda_mode == 'region'
+        assert model.backbone.stages[2].blocks[2].cooling is not None
+    # Which parameters decay: tests/test_model_zoo.py (every config).

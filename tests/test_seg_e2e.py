@@ -9,28 +9,23 @@ The run uses a config written to tmp_path that inherits the real
 and head widths, the image sizes (every ``scale`` / ``crop_size`` of the
 pipelines x 1/8), the data root, the iterations (the schedule scaled with
 them, and a learning rate that lets 12 iterations learn something) and the
-data loader workers.
+data loader workers (see ``helpers.configs``).
 """
 import argparse
 import glob
 import json
-import os
 import os.path as osp
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from helpers.ade_shapes import make_ade_shapes
+from helpers.configs import write_tiny_segmentation_config
+from helpers.mim import run_mim
+from helpers.paths import REPO
 from mmengine.config import Config
 
-from mmcrossformer.testing.ade_shapes import (make_ade_shapes,
-                                              shrink_pipeline,
-                                              tiny_segmentor_overrides)
-
-MIM = osp.join(osp.dirname(sys.executable), 'mim')
 CONFIG = osp.join(REPO, 'configs', 'upernet_crossformer_s_160k_ade20k.py')
 FACTOR = 1 / 8  # 512x512 crops -> 64x64, test scale (2048, 512) -> (256, 64)
 MAX_ITERS = 12  # the config's; the first run stops at 8 as if interrupted
@@ -56,47 +51,16 @@ def shrink_schedule(schedulers, old_iters, new_iters, min_iters=2):
 
 def write_tiny_config(path, data_root):
     cfg = Config.fromfile(CONFIG)
-    crop = tuple(int(s * FACTOR) for s in cfg.crop_size)
-    pipelines = {key: shrink_pipeline(cfg[key], FACTOR)
-                 for key in ('train_pipeline', 'test_pipeline',
-                             'tta_pipeline')}
     schedule = shrink_schedule(cfg.param_scheduler, cfg.train_cfg.max_iters,
                                MAX_ITERS)
-    loader = 'num_workers=0, persistent_workers=False'
-    text = '\n'.join([
-        f'_base_ = {CONFIG!r}',
-        f'data_root = {data_root!r}',
-        f'crop_size = {crop!r}',
-        f'model = {tiny_segmentor_overrides(cfg.model, crop_size=crop)!r}',
-        *(f'{key} = {value!r}' for key, value in pipelines.items()),
-        f'train_dataloader = dict({loader}, dataset=dict('
-        'data_root=data_root, pipeline=train_pipeline))',
-        f'val_dataloader = dict({loader}, dataset=dict('
-        'data_root=data_root, pipeline=test_pipeline))',
-        'test_dataloader = val_dataloader',
-        f'train_cfg = dict(max_iters={MAX_ITERS}, val_interval={STOP_AT})',
-        f'param_scheduler = {schedule!r}',
-        f'optim_wrapper = dict(optimizer=dict(lr={LR}))',
-        'default_hooks = dict(logger=dict(interval=1), '
-        'checkpoint=dict(interval=2))',
-        'randomness = dict(seed=0)',
-    ]) + '\n'
-    with open(path, 'w') as f:
-        f.write(text)
-    return str(path)
-
-
-def mim(*args, cwd):
-    """Run ``mim ARGS`` on CPU; the combined output (fails with its tail)."""
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES='-1', OMP_NUM_THREADS='1',
-               PYTHONWARNINGS='ignore')
-    proc = subprocess.run([MIM, *args], cwd=cwd, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          timeout=900)
-    if proc.returncode:
-        pytest.fail(f'mim {" ".join(args)} exited with {proc.returncode}:\n'
-                    + proc.stdout[-6000:])
-    return proc.stdout
+    return write_tiny_segmentation_config(
+        str(path), CONFIG, data_root, FACTOR,
+        train_cfg=dict(max_iters=MAX_ITERS, val_interval=STOP_AT),
+        param_scheduler=schedule,
+        optim_wrapper=dict(optimizer=dict(lr=LR)),
+        default_hooks=dict(logger=dict(interval=1),
+                           checkpoint=dict(interval=2)),
+        randomness=dict(seed=0))
 
 
 def json_records(work_dir):
@@ -125,11 +89,12 @@ def run(tmp_path_factory):
     make_ade_shapes(data_root, num_train=4, num_val=2, image_size=IMAGE_SIZE)
     config = write_tiny_config(root / 'tiny_upernet.py', data_root)
     work_dir = str(root / 'work')
-    first = mim('train', 'mmseg', config, '--work-dir', work_dir,
-                '--cfg-options', f'train_cfg.max_iters={STOP_AT}', cwd=root)
+    first = run_mim('train', 'mmseg', config, '--work-dir', work_dir,
+                    '--cfg-options', f'train_cfg.max_iters={STOP_AT}',
+                    cwd=root)
     first_records = json_records(work_dir)
-    resumed = mim('train', 'mmseg', config, '--work-dir', work_dir,
-                  '--resume', cwd=root)
+    resumed = run_mim('train', 'mmseg', config, '--work-dir', work_dir,
+                      '--resume', cwd=root)
     return dict(root=root, config=config, work_dir=work_dir, first=first,
                 first_records=first_records, resumed=resumed,
                 records=json_records(work_dir))
@@ -167,10 +132,10 @@ def test_resume_continues_from_checkpoint(run):
 @pytest.mark.parametrize('tta', [False, True], ids=['whole', 'tta'])
 def test_mim_test_reports_miou(run, tta):
     work_dir = osp.join(run['root'], 'test_tta' if tta else 'test_whole')
-    out = mim('test', 'mmseg', run['config'], '--checkpoint',
-              osp.join(run['work_dir'], f'iter_{MAX_ITERS}.pth'),
-              '--work-dir', work_dir, *(['--tta'] if tta else []),
-              cwd=run['root'])
+    out = run_mim('test', 'mmseg', run['config'], '--checkpoint',
+                  osp.join(run['work_dir'], f'iter_{MAX_ITERS}.pth'),
+                  '--work-dir', work_dir, *(['--tta'] if tta else []),
+                  cwd=run['root'])
     metrics = read_test_metrics(work_dir)
     assert isinstance(metrics['mIoU'], float)
     assert 0 < metrics['mIoU'] <= 100

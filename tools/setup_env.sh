@@ -33,8 +33,8 @@ else
 fi
 mkdir -p "$STAMP_DIR"
 
-# Re-run when the pins, this script or setup.py change.
-HASH="$(cat "$CONSTRAINTS" "$0" setup.py 2>/dev/null | sha256sum | cut -c1-16)"
+# Re-run when the pins, the requirements, this script or setup.py change.
+HASH="$(cat "$CONSTRAINTS" requirements/*.txt "$0" setup.py 2>/dev/null | sha256sum | cut -c1-16)"
 STAMP="$STAMP_DIR/.mmcrossformer-setup-$HASH"
 if [[ -f "$STAMP" ]] && "$PY" -c "import mmcrossformer, mmcv.ops, mmdet, mmseg, mmpretrain" 2>/dev/null; then
     log "environment up to date ($PY)"
@@ -48,7 +48,7 @@ PIP_INSTALL=("${PIP[@]}" install -c "$CONSTRAINTS")
 quiet_stderr() { "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
 
 log "build tools"
-quiet_stderr "${PIP_INSTALL[@]}" -q "setuptools>=77,<81" wheel ninja psutil
+quiet_stderr "${PIP_INSTALL[@]}" -q "setuptools>=77,<80" wheel ninja psutil
 
 if [[ -n "${PYTHON:-}" ]] && "$PY" -c "import torch" 2>/dev/null; then
     log "using the torch already in $PY: $("$PY" -c 'import torch; print(torch.__version__)')"
@@ -80,9 +80,9 @@ if ! "$PY" -c "from mmcv.ops import nms, roi_align" 2>/dev/null \
         || die "mmcv installed without its compiled ops (mmcv._ext); delete $WHEEL_DIR and re-run"
 fi
 
-log "mmengine, mmdet, mmsegmentation, mmpretrain"
+log "mmengine, mmdet, mmsegmentation, mmpretrain, test and lint tools"
 quiet_stderr "${PIP_INSTALL[@]}" -q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
-    "mmpretrain==1.2.0" ftfy regex pytest matplotlib pycocotools
+    "mmpretrain==1.2.0" ftfy regex -r requirements/tests.txt
 
 # openmim 0.3.9 requires opendatalab -> openxlab, which pins setuptools 60.2
 # (no pkg_resources fixes, breaks mmcv's setup) and old requests. `mim
@@ -104,6 +104,19 @@ print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}
       f"mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}, "
       f"mmcrossformer {mmcrossformer.__version__}")
 PY
+# mim finds a package's configs, tools and model index in <package>/.mim,
+# looking where pip's metadata says the package is. A PEP 660 editable
+# install (setuptools >= 80, or a pip that no longer runs `setup.py develop`)
+# puts that metadata in site-packages, away from the package, so
+# `mim search mmcrossformer` would fail. (Checked from /: from here, the
+# repository's own mmcrossformer.egg-info would be found first.)
+PY_EXE="$("$PY" -c 'import sys; print(sys.executable)')"
+if ! (cd / && "$PY_EXE" -W ignore -c "import os, sys; from mim.utils import get_installed_path; \
+sys.exit(not os.path.isdir(os.path.join(get_installed_path('mmcrossformer'), '.mim')))") 2>/dev/null; then
+    log "warning: mim cannot see mmcrossformer/.mim (\`mim search mmcrossformer\` will fail):" \
+        "pip installed it as a PEP 660 editable wheel; use setuptools < 80 and a pip that runs" \
+        "\`setup.py develop\` (e.g. 23.x), or a regular install (\`pip install --no-deps .\`)"
+fi
 # pip check reports openmim's opendatalab requirement, left out on purpose.
 CHECK="$("${PIP[@]}" check 2>&1 | grep -v -i "opendatalab\|Location 'file:" || true)"
 if [[ -n "$CHECK" && "$CHECK" != "No broken requirements found." ]]; then

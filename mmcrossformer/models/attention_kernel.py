@@ -115,7 +115,9 @@ def biased_attention(q: torch.Tensor,
         t.requires_grad for t in (q, k, v, mask))
     if not needs_grad:
         return grouped_sdpa(q, k, v, mask, scale, dropout_p)
-    if dropout_p > 0:  # the recomputing backward cannot replay dropout
+    # The recomputing backward cannot replay dropout; under torch.compile
+    # the compiler plans what to save and recompute itself.
+    if dropout_p > 0 or torch.compiler.is_compiling():
         return F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask.to(q.dtype).unsqueeze(0),
             dropout_p=dropout_p, scale=scale)

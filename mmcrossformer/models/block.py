@@ -8,13 +8,16 @@ from mmcv.cnn.bricks.drop import build_dropout
 from mmengine.model import BaseModule
 
 from .attention import GroupAttention
-from .grouping import (group_embeddings, group_layout, key_padding_mask,
-                       ungroup_embeddings)
+from .cooling import ActivationCoolingLayer
+from .grouping import (LONG_IMAGE, check_lda_mode, group_embeddings,
+                       group_layout, key_padding_mask, ungroup_embeddings)
 from .mlp import CrossFormerFFN
 
 
 class CrossFormerBlock(BaseModule):
-    """One CrossFormer block: ``x + LSDA(LN(x))`` then ``x + MLP(LN(x))``.
+    """One CrossFormer block: ``x + LSDA(LN(x))`` then ``x + MLP(LN(x))``,
+    then, in CrossFormer++ blocks that have one, the activation cooling
+    layer, which replaces the result.
 
     Args:
         embed_dims (int): Channels ``C``.
@@ -23,7 +26,15 @@ class CrossFormerBlock(BaseModule):
         interval (int): ``I``, the sampling interval of long-distance groups.
         long_distance (bool): LDA block (odd blocks of a stage) if True, SDA
             block (even blocks) otherwise. A map whose short side is at most
-            ``G`` always uses SDA with ``G = min(H, W)``, decided per call.
+            ``G`` always uses SDA (see
+            :func:`~mmcrossformer.models.grouping.group_layout`), decided
+            per call.
+        lda_mode (str): ``'image'``: long-distance groups of ``(H/I) x
+            (W/I)`` embeddings spanning the map (CrossFormer); ``'region'``:
+            GxG groups sampled every I inside ``(G*I) x (G*I)`` regions
+            (CrossFormer++). Default: ``'image'``.
+        acl (bool): Add an activation cooling layer after the MLP
+            (CrossFormer++). Default: False.
         mlp_ratio (float): MLP hidden channels over ``C``.
         qkv_bias, qk_scale, drop_rate, attn_drop_rate: as
             :class:`GroupAttention`.
@@ -40,6 +51,8 @@ class CrossFormerBlock(BaseModule):
                  group_size: int = 7,
                  interval: int = 8,
                  long_distance: bool = False,
+                 lda_mode: str = LONG_IMAGE,
+                 acl: bool = False,
                  mlp_ratio: float = 4.,
                  qkv_bias: bool = True,
                  qk_scale: Optional[float] = None,
@@ -54,6 +67,7 @@ class CrossFormerBlock(BaseModule):
         self.group_size = group_size
         self.interval = interval
         self.long_distance = long_distance
+        self.lda_mode = check_lda_mode(lda_mode)
         self.with_cp = with_cp
         self.norm1 = build_norm_layer(norm_cfg, embed_dims)[1]
         self.attn = GroupAttention(
@@ -74,9 +88,12 @@ class CrossFormerBlock(BaseModule):
             dropout_layer=dict(type='DropPath', drop_prob=drop_path_rate),
             act_cfg=act_cfg,
             add_identity=True)
+        self.cooling = ActivationCoolingLayer(
+            embed_dims, norm_cfg) if acl else None
 
     def extra_repr(self) -> str:
-        kind = 'LDA' if self.long_distance else 'SDA'
+        kind = (f'LDA ({self.lda_mode})'
+                if self.long_distance else 'SDA')
         return (f'{kind}, group_size={self.group_size}, '
                 f'interval={self.interval}')
 
@@ -84,7 +101,7 @@ class CrossFormerBlock(BaseModule):
         """Group, attend within groups, ungroup: ``(B, H, W, C)`` in and out
         (the output may be a view that crops the padding)."""
         layout = group_layout(hw_shape, self.group_size, self.interval,
-                              self.long_distance)
+                              self.long_distance, self.lda_mode)
         groups = self.attn(
             group_embeddings(x, layout), (layout.group_h, layout.group_w),
             key_padding_mask(layout, x.device))
@@ -108,7 +125,10 @@ class CrossFormerBlock(BaseModule):
             # The residual sum also makes the cropped LSDA output contiguous.
             x = x + self.drop_path(self.lsda(self.norm1(x), hw_shape))
             x = x.view(batch, -1, channels)
-            return self.ffn(self.norm2(x), identity=x)
+            x = self.ffn(self.norm2(x), identity=x)
+            if self.cooling is not None:
+                x = self.cooling(x, hw_shape)
+            return x
 
         if self.with_cp and x.requires_grad:
             # hw_shape is closed over, so recomputation sees it (the official

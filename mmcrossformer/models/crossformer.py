@@ -1,22 +1,27 @@
-"""CrossFormer backbone (Wang et al., "CrossFormer: A Versatile Vision
-Transformer Hinging on Cross-Scale Attention", ICLR 2022).
+"""CrossFormer backbone: CrossFormer (Wang et al., "CrossFormer: A Versatile
+Vision Transformer Hinging on Cross-Scale Attention", ICLR 2022) and
+CrossFormer++ (TPAMI 2023).
 
 Design note. A stage is a stack of blocks that alternate short-distance (SDA,
-even blocks) and long-distance attention (LDA, odd blocks); grouping is two
-permutations of the padded ``(B, Hp, Wp, C)`` map (see ``grouping.py``):
+even blocks) and long-distance attention (LDA, odd blocks); grouping is a
+permutation of the padded ``(B, Hp, Wp, C)`` map (see ``grouping.py``):
 
 - SDA: ``(B, Hp/G, G, Wp/G, G, C) -> (B, Hp/G, Wp/G, G, G, C)``: GxG windows of
   adjacent embeddings.
-- LDA: ``(B, Hp/I, I, Wp/I, I, C) -> (B, I, I, Hp/I, Wp/I, C)``: embeddings
-  sampled every I rows and columns.
+- LDA, ``lda_mode='image'`` (ICLR): ``(B, Hp/I, I, Wp/I, I, C) -> (B, I, I,
+  Hp/I, Wp/I, C)``: embeddings sampled every I rows and columns.
+- LDA, ``lda_mode='region'`` (CrossFormer++): ``(B, Rh, G, I, Rw, G, I, C) ->
+  (B, Rh, Rw, I, I, G, G, C)``: GxG groups sampled every I inside
+  ``(G*I) x (G*I)`` regions.
 
-Everything that depends on the input size (padding, group shape, the SDA
-fallback when ``min(H, W) <= G``) is decided per call and never stored, so an
-output does not depend on what ran before (the official ``forward`` mutates
-``lsda_flag`` and ``group_size``).
+CrossFormer++ also adds activation cooling layers (``cooling.py``) to every
+third block. Everything that depends on the input size (padding, group
+shape, the SDA fallback for small maps) is decided per call and never
+stored, so an output does not depend on what ran before (the official
+``forward`` mutates ``lsda_flag`` and ``group_size``).
 """
 import copy
-from typing import Dict, List, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -28,7 +33,11 @@ from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .block import CrossFormerBlock
+from .checkpoint import CheckpointError, backbone_state_dict
+from .cooling import has_cooling_layer
 from .embedding import CrossScaleEmbedding
+from .grouping import LONG_IMAGE, check_lda_mode
+from .presets import ARCH_ZOO, ESSENTIAL_KEYS, display_name, preset_name
 
 
 class CrossFormerStage(BaseModule):
@@ -46,6 +55,7 @@ class CrossFormerStage(BaseModule):
                  interval: int,
                  drop_path_rates: Sequence[float],
                  merge_sizes: Sequence[int] = (),
+                 acl: bool = False,
                  norm_cfg: dict = dict(type='LN'),
                  with_cp: bool = False,
                  init_cfg=None,
@@ -58,6 +68,7 @@ class CrossFormerStage(BaseModule):
                 group_size=group_size,
                 interval=interval,
                 long_distance=i % 2 == 1,
+                acl=acl and has_cooling_layer(i, depth),
                 drop_path_rate=drop_path_rates[i],
                 norm_cfg=norm_cfg,
                 with_cp=with_cp,
@@ -80,12 +91,17 @@ class CrossFormerStage(BaseModule):
 
 @MODELS.register_module()
 class CrossFormer(BaseModule):
-    """CrossFormer backbone for classification, detection and segmentation.
+    """CrossFormer and CrossFormer++ backbone for classification, detection
+    and segmentation.
 
     Args:
-        arch (str | dict): ``'tiny'``, ``'small'``, ``'base'``, ``'large'``
-            (or ``'t'``, ``'s'``, ``'b'``, ``'l'``), or a dict with
-            ``embed_dims``, ``depths`` and ``num_heads``.
+        arch (str | dict): CrossFormer ``'tiny'``, ``'small'``, ``'base'``,
+            ``'large'`` (or ``'t'``, ``'s'``, ``'b'``, ``'l'``),
+            CrossFormer++ ``'pp-small'``, ``'pp-base'``, ``'pp-large'``,
+            ``'pp-huge'`` (or ``'pp-s'``, ``'pp-b'``, ``'pp-l'``,
+            ``'pp-h'``), or a dict with ``embed_dims``, ``depths`` and
+            ``num_heads`` (and optionally ``drop_path_rate``, ``acl``,
+            ``lda_mode``).
         in_channels (int): Image channels. Default: 3.
         patch_sizes (Sequence[int]): Stem kernels, stride 4.
             Default: (4, 8, 16, 32).
@@ -95,6 +111,19 @@ class CrossFormer(BaseModule):
             stages or one per stage. Default: 7.
         interval (int | Sequence[int]): LDA interval ``I`` per stage.
             Default: (8, 4, 2, 1).
+        acl (bool, optional): Activation cooling layers in blocks 2, 5,
+            8, ... of each stage, never a stage's last block
+            (CrossFormer++). None takes the arch preset (on for ``pp-*``,
+            off otherwise). Default: None.
+        lda_mode (str, optional): Long-distance grouping: ``'image'``,
+            (H/I)x(W/I) groups spanning the map (CrossFormer, ICLR code), or
+            ``'region'``, GxG groups sampled every I inside (G*I)x(G*I)
+            regions (CrossFormer++, official main branch, which also runs
+            ICLR weights this way). Maps whose short side is at most G use
+            short-distance groups of side ``min(H, W)`` in ``'image'`` mode
+            and one group of the whole map in ``'region'`` mode, as the
+            official codes compute. None takes the preset (``'region'`` for
+            ``pp-*``, ``'image'`` otherwise). Default: None.
         mlp_ratio (float): MLP hidden ratio. Default: 4.
         qkv_bias (bool): Default: True.
         qk_scale (float, optional): Default: None (``head_dims ** -0.5``).
@@ -104,10 +133,13 @@ class CrossFormer(BaseModule):
         drop_path_rate (float, optional): Stochastic depth, rising linearly
             over blocks to this value. None takes the arch preset (the
             official ImageNet value). Default: None.
-        out_indices (Sequence[int]): Stages whose maps are returned.
+        out_indices (Sequence[int]): Stages whose maps are returned. Stages
+            after the last one returned are not built (they would only hold
+            parameters without gradients, which DDP refuses).
             Default: (0, 1, 2, 3).
         final_norm (bool): LayerNorm on the last stage's output, as the
-            official classifier applies before pooling. Default: False.
+            official classifier applies before pooling; the last stage must
+            then be returned. Default: False.
         out_norms (bool): A norm layer ``norm{i}`` (``norm_cfg``) on each
             returned map, as mmdet's Swin. The official dense-prediction
             backbone has none, so official and ImageNet checkpoints leave
@@ -124,7 +156,9 @@ class CrossFormer(BaseModule):
         init_cfg (dict, optional): ``dict(type='Pretrained', checkpoint=...,
             prefix='backbone.')`` loads a converted checkpoint (see
             ``tools/model_converters/crossformer2mm.py``) or an official one
-            as released (detected and mapped).
+            as released (detected and mapped). A CrossFormer++ checkpoint
+            (with cooling layers) needs ``acl=True`` and an ICLR one
+            ``acl=False``; loading says so otherwise.
 
     Shapes: ``forward`` takes ``(B, in_channels, H, W)`` for any ``H, W`` and
     returns, for each ``i`` in ``out_indices``, ``(B, embed_dims * 2**i,
@@ -136,22 +170,12 @@ class CrossFormer(BaseModule):
         >>> model = MODELS.build(dict(type='CrossFormer', arch='small'))
         >>> [tuple(o.shape) for o in model(torch.rand(1, 3, 250, 333))]
         [(1, 96, 63, 84), (1, 192, 32, 42), (1, 384, 16, 21), (1, 768, 8, 11)]
+        >>> model = MODELS.build(dict(type='CrossFormer', arch='pp-small'))
+        >>> model.acl, model.lda_mode
+        (True, 'region')
     """
-    arch_zoo = {
-        **dict.fromkeys(['t', 'tiny'], {
-            'embed_dims': 64, 'depths': [1, 1, 8, 6],
-            'num_heads': [2, 4, 8, 16], 'drop_path_rate': 0.1}),
-        **dict.fromkeys(['s', 'small'], {
-            'embed_dims': 96, 'depths': [2, 2, 6, 2],
-            'num_heads': [3, 6, 12, 24], 'drop_path_rate': 0.2}),
-        **dict.fromkeys(['b', 'base'], {
-            'embed_dims': 96, 'depths': [2, 2, 18, 2],
-            'num_heads': [3, 6, 12, 24], 'drop_path_rate': 0.3}),
-        **dict.fromkeys(['l', 'large'], {
-            'embed_dims': 128, 'depths': [2, 2, 18, 2],
-            'num_heads': [4, 8, 16, 32], 'drop_path_rate': 0.5}),
-    }  # yapf: disable
-    essential_keys = ('embed_dims', 'depths', 'num_heads')
+    arch_zoo = ARCH_ZOO
+    essential_keys = ESSENTIAL_KEYS
 
     def __init__(self,
                  arch: Union[str, Dict] = 'tiny',
@@ -161,6 +185,8 @@ class CrossFormer(BaseModule):
                                                          (2, 4)),
                  group_size: Union[int, Sequence[int]] = 7,
                  interval: Union[int, Sequence[int]] = (8, 4, 2, 1),
+                 acl: Optional[bool] = None,
+                 lda_mode: Optional[str] = None,
                  mlp_ratio: float = 4.,
                  qkv_bias: bool = True,
                  qk_scale=None,
@@ -184,6 +210,9 @@ class CrossFormer(BaseModule):
         num_stages = self.num_stages = len(self.depths)
         if drop_path_rate is None:
             drop_path_rate = arch.get('drop_path_rate', 0.)
+        self.acl = bool(arch.get('acl', False) if acl is None else acl)
+        self.lda_mode = check_lda_mode(
+            arch.get('lda_mode', LONG_IMAGE) if lda_mode is None else lda_mode)
         self.group_size = self._per_stage(group_size, 'group_size')
         self.interval = self._per_stage(interval, 'interval')
         merge_sizes = [tuple(m) for m in merge_sizes]
@@ -200,6 +229,13 @@ class CrossFormer(BaseModule):
                                  f'{num_stages} stages (valid: 0..'
                                  f'{num_stages - 1}, or negative)')
         self.out_indices = tuple(out_indices)
+        if final_norm and num_stages - 1 not in self.out_indices:
+            raise ValueError(
+                f'final_norm normalises the last stage ({num_stages - 1}), '
+                f'which out_indices {self.out_indices} does not return: add '
+                f'{num_stages - 1} to out_indices or set final_norm=False')
+        # Stages after the last returned one would get no gradient.
+        num_built = max(self.out_indices) + 1
         if not -1 <= frozen_stages < num_stages:
             raise ValueError(f'frozen_stages must be -1..{num_stages - 1}, '
                              f'got {frozen_stages}')
@@ -220,7 +256,7 @@ class CrossFormer(BaseModule):
         self.drop_after_pos = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, sum(self.depths)).tolist()
         self.stages = ModuleList()
-        for i in range(num_stages):
+        for i in range(num_built):
             start = sum(self.depths[:i])
             self.stages.append(
                 CrossFormerStage(
@@ -230,7 +266,9 @@ class CrossFormer(BaseModule):
                     group_size=self.group_size[i],
                     interval=self.interval[i],
                     drop_path_rates=dpr[start:start + self.depths[i]],
-                    merge_sizes=merge_sizes[i] if i < num_stages - 1 else (),
+                    merge_sizes=merge_sizes[i] if i < num_built - 1 else (),
+                    acl=self.acl,
+                    lda_mode=self.lda_mode,
                     norm_cfg=norm_cfg,
                     with_cp=with_cp,
                     mlp_ratio=mlp_ratio,
@@ -295,7 +333,7 @@ class CrossFormer(BaseModule):
         if self.frozen_stages < 0:
             return
         frozen = [self.patch_embed]
-        for i in range(self.frozen_stages + 1):
+        for i in range(min(self.frozen_stages + 1, len(self.stages))):
             frozen += [self.stages[i], self._output_norm(i)]
         for module in (m for m in frozen if m is not None):
             module.eval()
@@ -341,15 +379,19 @@ class CrossFormer(BaseModule):
     def _load_pretrained(self, init_cfg: dict):
         from mmengine.runner.checkpoint import (CheckpointLoader,
                                                 load_state_dict)
-
-        from ..converters import backbone_state_dict
         logger = MMLogger.get_current_instance()
         if 'checkpoint' not in init_cfg:
             raise KeyError("init_cfg of type 'Pretrained' needs 'checkpoint'")
         ckpt = CheckpointLoader.load_checkpoint(
             init_cfg['checkpoint'], logger=logger, map_location='cpu')
-        state_dict, report = backbone_state_dict(
+        state_dict, info = backbone_state_dict(
             ckpt, prefix=init_cfg.get('prefix'))
+        report = (f"{display_name(info['variant'], info['acl'])} "
+                  f"({info['layout']} layout), {len(state_dict)} backbone "
+                  'tensors')
+        if info['layout'] != 'mm':
+            report += (f" (mapped from official names, {info['dropped']} "
+                       'group-size buffers dropped)')
         logger.info(f'CrossFormer: loading {init_cfg["checkpoint"]}: '
                     f'{report}')
         load_state_dict(self, state_dict, strict=False, logger=logger)
@@ -359,6 +401,40 @@ class CrossFormer(BaseModule):
             logger.info(f'CrossFormer: {", ".join(fresh)} (out_norms) are '
                         'not in the checkpoint and keep their '
                         'initialisation (weight 1, bias 0)')
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Every load (init_cfg, mmpretrain / mmdet / mmseg checkpoints,
+        # load_state_dict) passes here: refuse weights whose cooling layers
+        # do not match ours rather than leave random ones or drop trained
+        # ones.
+        self._check_cooling_layers(
+            [k[len(prefix):] for k in state_dict if k.startswith(prefix)])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _check_cooling_layers(self, keys: Sequence[str]) -> None:
+        block_keys = [k for k in keys if k.startswith('stages.')
+                      and '.blocks.' in k]
+        if not block_keys:
+            return
+        theirs = any('.cooling.' in k for k in block_keys)
+        ours = any(block.cooling is not None for stage in self.stages
+                   for block in stage.blocks)
+        if theirs and not ours:
+            raise CheckpointError(
+                'the checkpoint is a CrossFormer++ one (its blocks have '
+                'activation cooling layers, `cooling.*`), but this backbone '
+                "has none: set acl=True (the arch='pp-*' presets do, with "
+                "lda_mode='region')")
+        if ours and not theirs:
+            raise CheckpointError(
+                'the checkpoint is a CrossFormer (ICLR) one, without '
+                'activation cooling layers, but this backbone has them '
+                f'(acl=True, arch {self._arch_name()}): set acl=False, or '
+                'load a CrossFormer++ checkpoint')
+
+    def _arch_name(self) -> str:
+        return preset_name(self.embed_dims, self.depths, self.num_heads,
+                           self.acl)
 
     # ------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:

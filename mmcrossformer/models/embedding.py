@@ -9,7 +9,8 @@ from mmengine.model import BaseModule
 
 
 def split_channels(out_channels: int, num_kernels: int) -> Tuple[int, ...]:
-    """Output channels of each kernel, as the official ``PatchEmbed`` splits them.
+    """Output channels of each kernel, as the official ``PatchEmbed`` splits
+    them.
 
     The smallest kernel gets half, the next a quarter, ..., and the last two
     kernels get the same share, e.g. 96 over 4 kernels -> (48, 24, 12, 12).
@@ -17,10 +18,10 @@ def split_channels(out_channels: int, num_kernels: int) -> Tuple[int, ...]:
     dims = [out_channels // 2**(i + 1) for i in range(num_kernels - 1)]
     dims.append(out_channels // 2**(num_kernels - 1))
     if min(dims) < 1:
-        raise ValueError(f'cannot split {out_channels} channels over '
-                         f'{num_kernels} kernels: the largest kernel would get '
-                         f'{dims[-1]} channels; use more channels or fewer '
-                         'kernel sizes')
+        raise ValueError(
+            f'cannot split {out_channels} channels over {num_kernels} '
+            f'kernels: the largest kernel would get {dims[-1]} channels; use '
+            'more channels or fewer kernel sizes')
     return tuple(dims)
 
 
@@ -41,7 +42,8 @@ def space_to_depth_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     # (B, C, H/s, s, W/s, s) -> (B, C, s, s, H/s, W/s): blocks to channels.
     x = x.view(batch, channels, h, stride, w, stride).permute(0, 1, 3, 5, 2, 4)
     x = x.reshape(batch, channels * stride * stride, h, w)
-    # The kernel likewise: (out, C, k/s, s, k/s, s) -> (out, C, s, s, k/s, k/s).
+    # The kernel likewise:
+    # (out, C, k/s, s, k/s, s) -> (out, C, s, s, k/s, k/s).
     blocks = kernel // stride
     weight = conv.weight.view(-1, channels, blocks, stride, blocks, stride)
     weight = weight.permute(0, 1, 3, 5, 2, 4).reshape(
@@ -95,8 +97,8 @@ class CrossScaleEmbedding(BaseModule):
         self.projections = nn.ModuleList(
             nn.Conv2d(in_channels, dims, kernel_size=k, stride=stride,
                       padding=(k - stride) // 2)
-            for k, dims in zip(kernel_sizes,
-                               split_channels(out_channels, len(kernel_sizes))))
+            for k, dims in zip(
+                kernel_sizes, split_channels(out_channels, len(kernel_sizes))))
         self.norm = build_norm_layer(
             norm_cfg, in_channels if norm_before else out_channels)[1]
 
@@ -115,9 +117,11 @@ class CrossScaleEmbedding(BaseModule):
         pad_w = -x.shape[3] % self.stride
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
+        # Exporters need the kernel's shape, which a computed weight hides.
+        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
         x = torch.cat([
-            space_to_depth_conv(x, proj) if
-            proj.kernel_size[0] >= 4 * self.stride else proj(x)
+            space_to_depth_conv(x, proj) if not exporting
+            and proj.kernel_size[0] >= 4 * self.stride else proj(x)
             for proj in self.projections
         ],
                       dim=1)

@@ -33,8 +33,8 @@ class CrossFormerFFN(FFN):
     """mmcv's :class:`~mmcv.cnn.bricks.transformer.FFN` (two fcs), whose
     GELU and second Linear run as one memory-light autograd function when
     gradients are needed (no autocast, no hidden dropout, not traced, so FLOP
-    counters see plain Linear ops); the result is the same as
-    ``FFN.forward``.
+    counters see plain Linear ops, nor compiled, where the compiler fuses
+    itself); the result is the same as ``FFN.forward``.
 
     Input and output: ``(..., embed_dims)``.
     """
@@ -44,6 +44,7 @@ class CrossFormerFFN(FFN):
         fusable = (type(act) is nn.GELU and act.approximate == 'none'
                    and not (hidden_drop.p and self.training)
                    and torch.is_grad_enabled() and not torch.jit.is_tracing()
+                   and not torch.compiler.is_compiling()
                    and not torch.is_autocast_enabled(x.device.type))
         if not fusable:
             return super().forward(x, identity)

@@ -1,9 +1,47 @@
 """Dynamic position bias (DPB)."""
-from typing import Dict, Tuple
+from functools import lru_cache
+from typing import Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
+
+
+def _relative_tables(group_h: int, group_w: int, device: str
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What a ``group_h x group_w`` group's bias is gathered with.
+
+    Returns:
+        tuple: ``offsets`` ``((2Gh-1) * (2Gw-1), 2)`` float, every offset
+        ``(dy, dx)`` a pair of embeddings can have, row-major; ``rows``
+        ``(Gh * Gh,)``, the ``dy`` row (``yq - yk + Gh - 1``) of each pair of
+        rows ``(yq, yk)``; ``cols`` ``(Gw * Gw,)``, likewise for columns.
+        Per-axis indices keep the tables O(Gh^2 + Gw^2) instead of the
+        O((Gh*Gw)^2) of one pairwise index (8.8 MB for a 25x42 group).
+    """
+    dy = torch.arange(1 - group_h, group_h, device=device)
+    dx = torch.arange(1 - group_w, group_w, device=device)
+    offsets = torch.stack(
+        torch.meshgrid(dy, dx, indexing='ij'), dim=-1).reshape(-1, 2).float()
+    ys = torch.arange(group_h, device=device)
+    xs = torch.arange(group_w, device=device)
+    rows = (ys[:, None] - ys[None, :] + group_h - 1).flatten()
+    cols = (xs[:, None] - xs[None, :] + group_w - 1).flatten()
+    return offsets, rows, cols
+
+
+# Shared by every block; an entry is a few KB, so 256 group shapes are
+# bounded at well under a megabyte whatever sizes a run sees.
+_cached_relative_tables = lru_cache(maxsize=256)(_relative_tables)
+
+
+def relative_tables(group_h: int, group_w: int, device: torch.device):
+    """:func:`_relative_tables`, cached per shape and device in eager mode
+    and computed inline when traced by ``torch.compile`` (which cannot
+    trace the cache)."""
+    if torch.compiler.is_compiling():
+        return _relative_tables(group_h, group_w, str(device))
+    return _cached_relative_tables(group_h, group_w, str(device))
 
 
 class DynamicPositionBias(BaseModule):
@@ -32,14 +70,11 @@ class DynamicPositionBias(BaseModule):
             nn.Sequential(
                 nn.LayerNorm(hidden_dims), nn.ReLU(inplace=True),
                 nn.Linear(hidden_dims, dims)) for dims in out_dims)
-        # (group_h, group_w, device) -> (offsets, index); derived from the
-        # group shape only, so caching never changes results.
-        self._tables: Dict[tuple, Tuple[torch.Tensor, torch.Tensor]] = {}
         # Inference only: the MLP's output per group shape, keyed also by the
         # parameters' storage and version counters, which every in-place
         # update (optimizer step, load_state_dict) and every move or cast
         # changes; so a cached value is always what the MLP would return.
-        self._outputs: Dict[tuple, tuple] = {}
+        self._outputs: dict = {}
 
     def forward(self, offsets: torch.Tensor) -> torch.Tensor:
         """Map offsets ``(..., 2)`` to biases ``(..., num_heads)``."""
@@ -48,46 +83,32 @@ class DynamicPositionBias(BaseModule):
             x = layer(x)
         return x
 
-    def _offset_tables(self, group_h: int, group_w: int, device):
-        key = (group_h, group_w, str(device))
-        if key not in self._tables:
-            # Every offset a pair of embeddings in the group can have,
-            # ((2Gh-1)*(2Gw-1), 2), row-major over (dy, dx).
-            dy = torch.arange(1 - group_h, group_h, device=device)
-            dx = torch.arange(1 - group_w, group_w, device=device)
-            offsets = torch.stack(
-                torch.meshgrid(dy, dx, indexing='ij'), dim=-1).reshape(-1, 2)
-            # For each (query, key) pair, the row of its offset in `offsets`.
-            ys, xs = torch.meshgrid(
-                torch.arange(group_h, device=device),
-                torch.arange(group_w, device=device),
-                indexing='ij')
-            ys, xs = ys.flatten(), xs.flatten()
-            rel_y = ys[:, None] - ys[None, :] + group_h - 1
-            rel_x = xs[:, None] - xs[None, :] + group_w - 1
-            index = (rel_y * (2 * group_w - 1) + rel_x).flatten()
-            self._tables[key] = (offsets.float(), index)
-        return self._tables[key]
-
     def group_bias(self, group_h: int, group_w: int) -> torch.Tensor:
         """The bias of every (query, key) pair in a ``group_h x group_w``
         group, row-major.
 
         The MLP runs once on the ``(2Gh-1) * (2Gw-1)`` distinct offsets, then
-        the results are gathered for the ``(Gh*Gw)^2`` pairs.
+        the results are gathered for the ``(Gh*Gw)^2`` pairs, one axis at a
+        time.
 
         Returns:
             Tensor: ``(num_heads, Gh*Gw, Gh*Gw)``.
         """
-        offsets, index = self._offset_tables(group_h, group_w,
-                                             self.proj.weight.device)
-        if torch.is_grad_enabled() or torch.jit.is_tracing():
+        offsets, rows, cols = relative_tables(group_h, group_w,
+                                              self.proj.weight.device)
+        if (torch.is_grad_enabled() or torch.jit.is_tracing()
+                or torch.compiler.is_compiling()):
             # (FLOP counters trace the model: they must see the MLP run.)
             bias = self(offsets.to(self.proj.weight.dtype))  # (T, heads)
         else:
             bias = self._cached_output(group_h, group_w, offsets)
+        bias = bias.t().reshape(self.num_heads, 2 * group_h - 1,
+                                2 * group_w - 1)
+        # (heads, dy, dx) -> (heads, yq*yk, xq*xk) -> (heads, yq, xq, yk, xk)
+        bias = bias.index_select(1, rows).index_select(2, cols)
+        bias = bias.view(self.num_heads, group_h, group_h, group_w, group_w)
         n = group_h * group_w
-        return bias.t().index_select(1, index).view(self.num_heads, n, n)
+        return bias.permute(0, 1, 3, 2, 4).reshape(self.num_heads, n, n)
 
     def _cached_output(self, group_h, group_w, offsets, max_entries=8):
         params = tuple(self.parameters())
@@ -105,8 +126,7 @@ class DynamicPositionBias(BaseModule):
         return self._outputs[key][0]
 
     def __getstate__(self):
-        # Tables are derived data: do not pickle or deepcopy them.
+        # The cache is derived data: do not pickle or deepcopy it.
         state = self.__dict__.copy()
-        state['_tables'] = {}
         state['_outputs'] = {}
         return state

@@ -13,14 +13,17 @@ growth of the peak resident set size of a fresh process running only that
 step, on CUDA ``torch.cuda.max_memory_allocated``.
 
 "official" is this project's model run through
-``mmcrossformer.testing.official_block``, a line-by-line transcription of the
-official dense block (per-call tables and masks, explicit softmax attention);
-its outputs equal ours (tests/test_attention_reference.py). These are
-measurements to report, not assertions: nothing here fails on a slow run.
+``tests/helpers/official_block.py``, a line-by-line transcription of the
+official dense block (per-call tables and masks, explicit softmax attention)
+whose outputs equal ours (``tests/test_attention_reference.py``). It is test
+code, not part of the package: this tool imports it from the checkout it
+lives in by putting ``<repo>/tests`` on ``sys.path`` (``--models crossformer
+swin-t`` leaves it out). These are measurements to report, not assertions:
+nothing here fails on a slow run.
 """
 import argparse
 import json
-import os
+import os.path as osp
 import resource
 import statistics
 import subprocess
@@ -30,11 +33,15 @@ import time
 import torch
 
 MODELS = ('crossformer', 'official', 'swin-t')
+# Where the transcription of the official block lives (see the docstring).
+TESTS_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
+    osp.abspath(__file__)))), 'tests')
 
 
 def build(name, arch, drop_path_rate=None):
-    import mmcrossformer  # noqa: F401
     from mmengine.registry import MODELS as REGISTRY
+
+    import mmcrossformer  # noqa: F401
     if name == 'swin-t':
         from mmdet.models.backbones import SwinTransformer
         return SwinTransformer(drop_path_rate=0.2 if drop_path_rate is None
@@ -43,11 +50,27 @@ def build(name, arch, drop_path_rate=None):
                                drop_path_rate=drop_path_rate))
 
 
-def run_context(name, model):
-    from contextlib import nullcontext
+def import_official_forward():
+    """``official_forward`` of ``tests/helpers/official_block.py`` (see the
+    module docstring)."""
+    if not osp.isfile(osp.join(TESTS_DIR, 'helpers', 'official_block.py')):
+        raise SystemExit(
+            f'the official baseline needs {TESTS_DIR}/helpers/'
+            'official_block.py of the repository checkout; run this tool '
+            'from a checkout, or pass --models crossformer swin-t')
+    if TESTS_DIR not in sys.path:
+        sys.path.insert(0, TESTS_DIR)
+    from helpers.official_block import official_forward
+    return official_forward
 
-    from mmcrossformer.testing.official_block import official_forward
-    return official_forward(model) if name == 'official' else nullcontext()
+
+def run_context(name, model):
+    """The context ``model`` runs in: the official block's forward for
+    ``'official'``, else none."""
+    from contextlib import nullcontext
+    if name == 'official':
+        return import_official_forward()(model)
+    return nullcontext()
 
 
 def sync(device):
@@ -147,6 +170,8 @@ def main(argv=None):
         print('error: --device cuda but no CUDA device is available',
               file=sys.stderr)
         return 2
+    if 'official' in args.models:
+        import_official_forward()  # fails here, before any measurement
     from mmcrossformer.analysis import count_flops
     h, w = args.shape
     print(f'CrossFormer-{args.arch} vs official vs Swin-T: input 1x3x{h}x{w}, '
@@ -187,13 +212,14 @@ def main(argv=None):
     ours = results.get('crossformer')
     if ours and 'official' in results:
         off = results['official']
-        print(f"speed-up over official: {off['seconds'] / ours['seconds']:.2f}x")
+        print('speed-up over official: '
+              f"{off['seconds'] / ours['seconds']:.2f}x")
         if ours['train_peak_mib'] and off['train_peak_mib']:
             print('training-step memory vs official: '
                   f"{ours['train_peak_mib'] / off['train_peak_mib']:.2f}x")
     if ours and 'swin-t' in results:
-        print('GFLOP/s vs Swin-T: '
-              f"{ours['gflops_per_s'] / results['swin-t']['gflops_per_s']:.2f}x")
+        ratio = ours['gflops_per_s'] / results['swin-t']['gflops_per_s']
+        print(f'GFLOP/s vs Swin-T: {ratio:.2f}x')
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(args=vars(args), results=results), f, indent=2)

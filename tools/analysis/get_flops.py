@@ -24,6 +24,7 @@ from mmengine.registry import MODELS, init_default_scope
 
 from mmcrossformer.analysis import ATTENTION_KEY, flop_analyzer
 
+
 class TensorMode(nn.Module):
     """``model(inputs, data_samples, mode='tensor')`` as a module of one
     input, for tracing; the model is its child ``model``."""

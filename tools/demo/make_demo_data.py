@@ -1,6 +1,6 @@
 """Generate the `make demo` dataset: COCO-format instance segmentation of
 squares, circles and triangles on textured backgrounds (polygon masks),
-deterministic from a seed (see ``mmcrossformer.testing.coco_shapes``).
+deterministic from a seed (see :mod:`mmcrossformer.datasets.coco_shapes`).
 
     python tools/demo/make_demo_data.py [--out data/demo] [--num-train 400]
         [--num-test 50] [--size 192] [--seed 0]
@@ -10,7 +10,7 @@ writes::
     data/demo/
         annotations/instances_train.json, annotations/instances_test.json
         train/train_000000.jpg ...   test/test_000000.jpg ...
-        demo_data.json               (the settings that made them)
+        coco_shapes.json             (the settings that made them)
 
 The held-out ``test`` split is another random stream than ``train`` (image
 ``i`` depends on ``(seed, split, i)``), so it shares no image with it. If the
@@ -18,47 +18,14 @@ directory already holds data made with the same settings, it is reused (and
 the script says so) unless ``--force``.
 """
 import argparse
-import json
-import os.path as osp
 import sys
-from typing import Dict, Optional
+from typing import Dict
 
-import mmcrossformer.testing.coco_shapes as coco_shapes
+from mmcrossformer.datasets import ensure_coco_shapes
 
 SPLITS = ('train', 'test')
-MANIFEST = 'demo_data.json'
 DEFAULTS = dict(num_train=400, num_test=50, size=192, seed=0,
                 max_instances=4)
-
-
-def _settings(num_train: int, num_test: int, size: int, seed: int,
-              max_instances: int) -> Dict:
-    """What determines the data, as stored in ``demo_data.json``."""
-    return dict(num_images=dict(train=num_train, test=num_test),
-                image_size=[size, size], seed=seed,
-                max_instances=max_instances,
-                classes=list(coco_shapes.SHAPES), polygons_only=True)
-
-
-def _existing(out_dir: str, settings: Dict) -> Optional[Dict]:
-    """``{split: info}`` of the data in ``out_dir`` if it was made with
-    ``settings`` and all its images are there, else None."""
-    try:
-        with open(osp.join(out_dir, MANIFEST)) as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if manifest.get('settings') != settings:
-        return None
-    splits = manifest.get('splits', {})
-    for split in SPLITS:
-        info = splits.get(split)
-        if info is None or not osp.isfile(info['ann_file']) or not all(
-                osp.isfile(osp.join(info['img_dir'],
-                                    f'{split}_{i:06d}.jpg'))
-                for i in range(info['num_images'])):
-            return None
-    return splits
 
 
 def ensure_demo_data(out_dir: str = 'data/demo',
@@ -69,30 +36,19 @@ def ensure_demo_data(out_dir: str = 'data/demo',
                      max_instances: int = DEFAULTS['max_instances'],
                      force: bool = False,
                      progress: bool = True) -> Dict:
-    """Make (or reuse) the demo dataset in ``out_dir``.
+    """Make (or reuse) the demo dataset in ``out_dir``: square images,
+    polygon masks only.
 
     Returns:
         dict: ``reused`` (bool) and, for ``'train'`` and ``'test'``, the
-        info of :func:`~mmcrossformer.testing.coco_shapes.make_coco_shapes`
+        info of :func:`~mmcrossformer.datasets.make_coco_shapes`
         (``data_root``, ``ann_file``, ``img_dir``, ``classes``,
         ``num_images``, ``num_instances``, ``num_rle``).
     """
-    out_dir = osp.abspath(out_dir)
-    settings = _settings(num_train, num_test, size, seed, max_instances)
-    splits = None if force else _existing(out_dir, settings)
-    reused = splits is not None
-    if not reused:
-        splits = {
-            split: coco_shapes.make_coco_shapes(
-                out_dir, settings['num_images'][split],
-                image_size=size, seed=seed, split=split,
-                max_instances=max_instances, rle_every=0, progress=progress)
-            for split in SPLITS}
-        for info in splits.values():
-            info['classes'] = list(info['classes'])
-        with open(osp.join(out_dir, MANIFEST), 'w') as f:
-            json.dump(dict(settings=settings, splits=splits), f, indent=1)
-    return dict(reused=reused, **splits)
+    return ensure_coco_shapes(
+        out_dir, dict(train=num_train, test=num_test), image_size=size,
+        seed=seed, max_instances=max_instances, rle_every=0, force=force,
+        progress=progress)
 
 
 def describe(data: Dict) -> str:

@@ -24,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from functools import lru_cache
 from typing import Dict, List, Sequence
 
@@ -38,6 +39,11 @@ MIM = osp.join(osp.dirname(sys.executable), 'mim')
 HIDDEN = 'paramwise_options --'
 # The pictures: images enlarged to about this size.
 PICTURE_SIZE = 384
+# Known third-party warnings, hidden here and in the mim processes: with
+# setuptools >= 80 every process that imports ``pkg_resources`` (mim,
+# mmengine, mmcv) warns that it is deprecated; nothing a demo user can act
+# on. (message prefix, category), as Python's ``-W`` option takes them.
+KNOWN_WARNINGS = (('pkg_resources is deprecated as an API', UserWarning), )
 
 
 @lru_cache(maxsize=None)
@@ -99,7 +105,11 @@ def mim(args: Sequence[str], work_dir: str) -> str:
     # OpenMP's default (spinning) wait policy: on a quiet 2-core machine
     # OMP_WAIT_POLICY=PASSIVE makes a training step ~25% slower (1.6 against
     # 1.25 s); set it yourself if other jobs share the cores.
-    env = dict(os.environ, CUDA_VISIBLE_DEVICES='-1')
+    # Ours first: a PYTHONWARNINGS the user sets still takes precedence.
+    quiet = [f'ignore:{message}:{category.__name__}'
+             for message, category in KNOWN_WARNINGS]
+    env = dict(os.environ, CUDA_VISIBLE_DEVICES='-1', PYTHONWARNINGS=','.join(
+        quiet + [os.environ.get('PYTHONWARNINGS', '')]).rstrip(','))
     before = set(os.listdir(work_dir)) if osp.isdir(work_dir) else set()
     print(f'\n$ mim {" ".join(args)}', flush=True)
     proc = subprocess.Popen([MIM, *args], cwd=REPO, env=env, text=True,
@@ -172,11 +182,11 @@ def draw_predictions(predictions_file: str, data: Dict, out_dir: str,
     import mmcv
     import mmengine
     import numpy as np
-    from mmengine.structures import InstanceData
     from mmdet.datasets.transforms import LoadAnnotations
     from mmdet.structures import DetDataSample
     from mmdet.structures.mask import BitmapMasks
     from mmdet.visualization import DetLocalVisualizer
+    from mmengine.structures import InstanceData
     from pycocotools import mask as mask_utils
 
     results = {r['img_id']: r for r in mmengine.load(predictions_file)}
@@ -237,6 +247,8 @@ def rel(path: str) -> str:
 
 
 def main(argv=None) -> int:
+    for message, category in KNOWN_WARNINGS:
+        warnings.filterwarnings('ignore', message=message, category=category)
     args = parse_args(argv)
     start = time.time()
     work_dir = osp.abspath(args.work_dir)
@@ -280,9 +292,11 @@ def main(argv=None) -> int:
 (training {train_time / 60:.1f} min, {statistics.median(times):.2f} s/iter)
 held-out test split ({num_test} images):
   bbox mAP {metrics['coco/bbox_mAP']:.3f} \
-(AP50 {metrics['coco/bbox_mAP_50']:.3f}, AP75 {metrics['coco/bbox_mAP_75']:.3f})
+(AP50 {metrics['coco/bbox_mAP_50']:.3f}, \
+AP75 {metrics['coco/bbox_mAP_75']:.3f})
   segm mAP {metrics['coco/segm_mAP']:.3f} \
-(AP50 {metrics['coco/segm_mAP_50']:.3f}, AP75 {metrics['coco/segm_mAP_75']:.3f})
+(AP50 {metrics['coco/segm_mAP_50']:.3f}, \
+AP75 {metrics['coco/segm_mAP_75']:.3f})
 checkpoint:   {rel(checkpoint)}
 logs:         {rel(train_log)} (training), {rel(test_log_dir)}/ (test)
 loss curve:   {rel(loss_png)}

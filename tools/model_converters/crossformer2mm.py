@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Convert an official CrossFormer checkpoint to this project's format.
+"""Convert an official CrossFormer / CrossFormer++ checkpoint to this
+project's format.
 
     python tools/model_converters/crossformer2mm.py SRC DST [--overwrite]
 
@@ -8,7 +9,7 @@ ADE20K model (``{'state_dict': ...}``), or a bare state dict; ``module.``
 prefixes are removed. DST: an mm checkpoint ``{'state_dict', 'meta'}``:
 
 - from ImageNet: ``backbone.*`` + ``head.fc.*``, usable by mmpretrain's
-  ``ImageClassifier`` (``configs/crossformer_*_in1k.py``) and by mmdet / mmseg
+  ``ImageClassifier`` (``configs/crossformer*_in1k.py``) and by mmdet / mmseg
   through ``init_cfg=dict(type='Pretrained', checkpoint=DST,
   prefix='backbone.')``;
 - from COCO / ADE20K: the whole detector / segmentor, loadable with
@@ -16,11 +17,11 @@ prefixes are removed. DST: an mm checkpoint ``{'state_dict', 'meta'}``:
 
 Only names change; the group-size-dependent buffers are dropped. DST is
 written to a temporary file beside it and renamed, so it is either complete
-or absent.
+or absent. The same command is installed as ``crossformer2mm``.
 """
 import sys
 
-from mmcrossformer.converters import main
+from mmcrossformer.cli.crossformer2mm import main
 
 if __name__ == '__main__':
     sys.exit(main())

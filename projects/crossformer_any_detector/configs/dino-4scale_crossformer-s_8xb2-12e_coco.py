@@ -19,6 +19,8 @@
 #   mim train mmdet projects/crossformer_any_detector/configs/<this file>
 _base_ = 'mmdet::dino/dino-4scale_r50_8xb2-12e_coco.py'
 custom_imports = dict(imports=['mmcrossformer'], allow_failed_imports=False)
+# Resume continues the random streams (docs/training.md).
+custom_hooks = [dict(type='RNGStateHook')]
 
 pretrained = 'checkpoints/crossformer-s_mm.pth'  # converted ImageNet weights
 model = dict(

@@ -23,6 +23,8 @@
 #   mim train mmdet projects/crossformer_any_detector/configs/<this file>
 _base_ = 'mmdet::fcos/fcos_r50-caffe_fpn_gn-head-center-normbbox-centeronreg-giou_1x_coco.py'  # noqa
 custom_imports = dict(imports=['mmcrossformer'], allow_failed_imports=False)
+# Resume continues the random streams (docs/training.md).
+custom_hooks = [dict(type='RNGStateHook')]
 
 pretrained = 'checkpoints/crossformer-s_mm.pth'  # converted ImageNet weights
 model = dict(

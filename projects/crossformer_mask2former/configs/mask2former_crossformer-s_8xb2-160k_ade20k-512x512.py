@@ -27,6 +27,8 @@ _base_ = 'mmseg::mask2former/mask2former_swin-t_8xb2-160k_ade20k-512x512.py'
 # (the base config imports it too; `imports` is replaced, not appended).
 custom_imports = dict(
     imports=['mmdet.models', 'mmcrossformer'], allow_failed_imports=False)
+# Resume continues the random streams (docs/training.md).
+custom_hooks = [dict(type='RNGStateHook')]
 
 pretrained = 'checkpoints/crossformer-s_mm.pth'  # converted ImageNet weights
 model = dict(

@@ -1,5 +1,4 @@
-"""A tiny, deterministic ADE20K-layout dataset and helpers that shrink the
-segmentation configs for tests.
+"""A tiny, deterministic ADE20K-layout dataset for the segmentation tests.
 
 :func:`make_ade_shapes` writes::
 
@@ -14,18 +13,14 @@ as ``ADE20KDataset`` reads it: label 0 is "other" (ignored after
 band of another and a few solid shapes, every class painted in its own
 colour (plus mild noise), so a model can learn it; a 2-pixel "other" border
 exercises the ignored label.
-
-:func:`tiny_segmentor_overrides` and :func:`shrink_pipeline` turn a full
-UperNet / Semantic FPN config into one that trains in seconds on a CPU while
-keeping every other setting of the real config.
+:func:`helpers.configs.write_tiny_segmentation_config` points a config at
+it.
 """
 import os
 import os.path as osp
 from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
-
-from .coco_shapes import shrink_pipeline  # noqa: F401  (re-exported)
 
 # ADE20K label ids (1-based, as in the PNGs) used by the scenes.
 TOP_CLASSES = (1, 3)  # wall, sky
@@ -34,11 +29,6 @@ SHAPE_CLASSES = (5, 13, 21)  # tree, person, car
 SCENE_CLASSES = TOP_CLASSES + BOTTOM_CLASSES + SHAPE_CLASSES
 OTHER = 0
 BORDER = 2
-
-# A reduced CrossFormer for tests: one block per stage, channels 32, 64, 128,
-# 256. embed_dims 32 keeps the DPB's width (embed_dims // 16) at 2: at width 1
-# its LayerNorms output a constant and the DPB would get no gradient.
-TINY_ARCH = dict(embed_dims=32, depths=[1, 1, 1, 1], num_heads=[1, 2, 2, 4])
 
 
 def class_color(label: int) -> Tuple[int, int, int]:
@@ -123,33 +113,3 @@ def make_ade_shapes(out_dir: str,
             Image.fromarray(label).save(osp.join(ann_dir, stem + '.png'))
             stems[split].append(stem)
     return stems
-
-
-# ------------------------------------------------------------ config helpers
-def tiny_segmentor_overrides(model: dict,
-                             arch: dict = TINY_ARCH,
-                             channels: int = 16,
-                             crop_size: Tuple[int, int] = (64, 64)) -> dict:
-    """Overrides (to merge into ``cfg.model``) that shrink a CrossFormer
-    segmentor config: the reduced ``arch``, no pretrained weights, every head
-    / neck at ``channels`` with inputs matching the arch, and the training
-    pad size ``crop_size``. Works for UperNet (+ FCN auxiliary head) and
-    Semantic FPN configs; everything else stays as the config sets it.
-    """
-    dims = [arch['embed_dims'] * 2**i for i in range(len(arch['depths']))]
-    out = dict(
-        data_preprocessor=dict(size=tuple(crop_size)),
-        # _delete_: the config's arch is a preset name, this a dict.
-        backbone=dict(arch=dict(_delete_=True, **arch), init_cfg=None))
-    neck = model.get('neck')
-    if neck:
-        out['neck'] = dict(in_channels=dims, out_channels=channels)
-        head_in = [channels] * len(dims)
-    else:
-        head_in = [dims[i] for i in model['decode_head']['in_index']]
-    out['decode_head'] = dict(in_channels=head_in, channels=channels)
-    aux = model.get('auxiliary_head')
-    if aux:
-        out['auxiliary_head'] = dict(
-            in_channels=dims[aux['in_index']], channels=channels)
-    return out

@@ -1,5 +1,6 @@
 """A small, deterministic COCO-format instance-segmentation dataset of simple
-shapes, and helpers that point (and shrink) an mmdet config at it.
+shapes: the data of ``make demo`` (``tools/demo/make_demo_data.py``) and of
+the detection tests.
 
 :func:`make_coco_shapes` writes::
 
@@ -22,22 +23,13 @@ crowd annotations), so both mask paths of mmdet and pycocotools run.
 
 Image ``i`` of a split depends only on ``(seed, split, i)``: more images
 extend a set without changing the first ones, and another split (or seed)
-gives other images.
+gives other images. A dataset config points at it with the returned
+``ann_file`` / ``img_dir`` and ``metainfo=dict(classes=SHAPES)``.
 
-For tests and demos, :func:`write_tiny_detection_config` (built from
-:func:`tiny_detector_overrides`, :func:`mmdet_data_overrides`,
-:func:`shrink_pipeline` and :func:`write_derived_config`) writes a config
-that inherits a real detection config and trains it on this data in seconds
-on a CPU, keeping every other setting::
-
-    train = make_coco_shapes(root, 8, split='train')
-    val = make_coco_shapes(root, 4, split='val')
-    write_tiny_detection_config(
-        'tiny.py', 'configs/maskrcnn_crossformer_s_fpn_1x_coco.py', train,
-        val, train_cfg=dict(max_epochs=1))
-    # mim train mmdet tiny.py
+:func:`ensure_coco_shapes` makes several splits at once, or reuses them if
+``out_dir`` already holds them made with the same settings (recorded in
+``out_dir/coco_shapes.json``).
 """
-import copy
 import json
 import os
 import os.path as osp
@@ -47,18 +39,16 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 SHAPES = ('square', 'circle', 'triangle')
+# The settings and splits :func:`ensure_coco_shapes` made, in its out_dir.
+MANIFEST = 'coco_shapes.json'
 # Polygon vertices of each shape on its circumscribed circle.
 _VERTICES = dict(square=4, circle=32, triangle=3)
 
-# A reduced CrossFormer for tests: one block per stage, channels 16..128.
 # Shapes differ from the background under them by at least this much (RGB
 # distance; the background waves swing by up to +-60 per channel).
 MIN_COLOR_DISTANCE = 100.
 
-TINY_ARCH = dict(embed_dims=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 2, 2])
 
-
-# --------------------------------------------------------------- generator
 def _background(rng: np.random.Generator, height: int,
                 width: int) -> np.ndarray:
     """``(H, W, 3)`` float RGB texture: base colour + two waves + noise."""
@@ -141,6 +131,10 @@ def _rle_segmentation(mask: np.ndarray, rle: dict, compressed: bool) -> dict:
     return dict(size=list(mask.shape), counts=counts)
 
 
+def _image_file(split: str, index: int) -> str:
+    return f'{split}_{index:06d}.jpg'
+
+
 def make_coco_shapes(out_dir: str,
                      num_images: int,
                      image_size: Union[int, Sequence[int]] = (96, 128),
@@ -204,7 +198,7 @@ def make_coco_shapes(out_dir: str,
     for index in indices:
         rng = np.random.default_rng([seed, split_key, index])
         image = _background(rng, height, width)
-        file_name = f'{split}_{index:06d}.jpg'
+        file_name = _image_file(split, index)
         images.append(dict(id=index + 1, file_name=file_name,
                            height=height, width=width))
         for inst in _instances(rng, height, width, classes, max_instances):
@@ -245,193 +239,65 @@ def make_coco_shapes(out_dir: str,
                 num_rle=num_rle)
 
 
-# ------------------------------------------------------------ config helpers
-def shrink_pipeline(pipeline: List[dict], factor: float) -> List[dict]:
-    """A copy of a data pipeline with every size multiplied by ``factor``:
-    ``scale`` and ``crop_size`` (a pair, or a list of pairs for ranges) and
-    ``scales`` (a list of pairs), inside ``RandomChoice`` / ``TestTimeAug``
-    ``transforms`` (lists and lists of lists) too."""
-
-    def scaled(value):
-        if isinstance(value, (tuple, list)) and value and all(
-                isinstance(v, (tuple, list)) for v in value):
-            return [scaled(v) for v in value]
-        if isinstance(value, (tuple, list)) and all(
-                isinstance(v, (int, float)) for v in value):
-            return tuple(max(1, int(round(v * factor))) for v in value)
-        return value
-
-    def shrink(node):
-        if isinstance(node, list):
-            return [shrink(item) for item in node]
-        node = copy.deepcopy(node)
-        for key in ('scale', 'scales', 'crop_size'):
-            if key in node:
-                node[key] = scaled(node[key])
-        if 'transforms' in node:
-            node['transforms'] = shrink(node['transforms'])
-        return node
-
-    return shrink(list(pipeline))
+def _recorded_splits(out_dir: str, settings: Dict) -> Optional[Dict]:
+    """``{split: info}`` of the data in ``out_dir`` if its manifest records
+    ``settings`` and all the files are there, else None."""
+    try:
+        with open(osp.join(out_dir, MANIFEST)) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if manifest.get('settings') != settings:
+        return None
+    splits = manifest.get('splits', {})
+    for split in settings['num_images']:
+        info = splits.get(split)
+        if info is None or not osp.isfile(info['ann_file']) or not all(
+                osp.isfile(osp.join(info['img_dir'], _image_file(split, i)))
+                for i in range(info['num_images'])):
+            return None
+    return splits
 
 
-def _with_num_classes(node, num_classes: int):
-    """A deep copy of ``node`` with every ``num_classes`` replaced."""
-    if isinstance(node, dict):
-        return {k: num_classes if k == 'num_classes' else
-                _with_num_classes(v, num_classes) for k, v in node.items()}
-    if isinstance(node, (list, tuple)):
-        return type(node)(_with_num_classes(v, num_classes) for v in node)
-    return node
+def ensure_coco_shapes(out_dir: str,
+                       num_images: Dict[str, int],
+                       image_size: Union[int, Sequence[int]] = (96, 128),
+                       seed: int = 0,
+                       classes: Sequence[str] = SHAPES,
+                       max_instances: int = 4,
+                       rle_every: int = 3,
+                       force: bool = False,
+                       progress: bool = False) -> Dict:
+    """Make the splits ``num_images`` (``{split: number of images}``) of a
+    shapes dataset in ``out_dir`` with :func:`make_coco_shapes`, or reuse
+    them if ``out_dir`` holds them, made with the same settings, and all
+    their files (unless ``force``). The other arguments are those of
+    :func:`make_coco_shapes`.
 
-
-def _num_classes_overrides(node, num_classes: int):
-    """The part of ``node`` to merge so that every head predicts
-    ``num_classes``: dicts hold only the changed keys, lists (the bbox heads
-    of a cascade) come whole, since a config replaces lists."""
-    if isinstance(node, dict):
-        out = {}
-        for key, value in node.items():
-            if key == 'num_classes':
-                out[key] = num_classes
-            else:
-                sub = _num_classes_overrides(value, num_classes)
-                if sub:
-                    out[key] = sub
-        return out
-    if isinstance(node, (list, tuple)) and any(
-            _num_classes_overrides(v, num_classes) for v in node):
-        return _with_num_classes(list(node), num_classes)
-    return None
-
-
-def _limit_rois(node, num_rois: int, num_dets: int, section: str = ''):
-    """A deep copy of a ``train_cfg`` / ``test_cfg`` with at most
-    ``num_rois`` RoIs sampled per image (``sampler.num``) and proposals
-    (``max_per_img`` of ``rpn`` / ``rpn_proposal``), and at most
-    ``num_dets`` detections (any other ``max_per_img``)."""
-    if isinstance(node, (list, tuple)):
-        return [_limit_rois(v, num_rois, num_dets, section) for v in node]
-    if not isinstance(node, dict):
-        return node
-    out = {}
-    for key, value in node.items():
-        if key == 'num' and section == 'sampler':
-            value = min(value, num_rois)
-        elif key == 'max_per_img':
-            value = min(value, num_rois if section.startswith('rpn')
-                        else num_dets)
-        elif isinstance(value, (dict, list, tuple)):
-            value = _limit_rois(value, num_rois, num_dets, key)
-        out[key] = value
-    return out
-
-
-def tiny_detector_overrides(model: dict,
-                            num_classes: int,
-                            arch: dict = TINY_ARCH,
-                            num_rois: int = 32,
-                            num_dets: int = 10) -> dict:
-    """Overrides (to merge into ``cfg.model``) that make a CrossFormer
-    detector train in seconds on a CPU, keeping its heads as configured:
-
-    - the reduced ``arch`` without pretrained weights, and the neck's
-      ``in_channels`` matching it (the last ``len(in_channels)`` stages, as
-      the config wires them);
-    - every head's ``num_classes``;
-    - at most ``num_rois`` proposals / sampled RoIs per image and
-      ``num_dets`` detections (the RoI heads cost the same on any image
-      size: Mask R-CNN's mask head alone is about 0.5 GFLOPs per RoI).
+    Returns:
+        dict: ``reused`` (bool) and, per split, the info of
+        :func:`make_coco_shapes` (``classes`` as a list).
     """
-    dims = [arch['embed_dims'] * 2**i for i in range(len(arch['depths']))]
-    num_in = len(model['neck']['in_channels'])
-    out = dict(
-        # _delete_: the dict replaces the config's arch name.
-        backbone=dict(arch=dict(_delete_=True, **arch), init_cfg=None),
-        neck=dict(in_channels=dims[len(dims) - num_in:]))
-    heads = {k: v for k, v in model.items()
-             if k not in ('backbone', 'neck', 'data_preprocessor',
-                          'train_cfg', 'test_cfg')}
-    out.update(_num_classes_overrides(heads, num_classes) or {})
-    for key in ('train_cfg', 'test_cfg'):
-        if model.get(key):
-            out[key] = _limit_rois(model[key], num_rois, num_dets)
-    return out
-
-
-def mmdet_data_overrides(cfg, train: Dict, val: Dict, factor: float = 1.,
-                         batch_size: int = 2) -> Dict:
-    """Config overrides that train on ``train`` and validate / test on
-    ``val`` (both returned by :func:`make_coco_shapes`) in the main process,
-    with the config's own pipelines scaled by ``factor``."""
-
-    def loader(name: str, info: Dict, **kwargs) -> dict:
-        pipeline = cfg[name]['dataset']['pipeline']
-        return dict(
-            num_workers=0,
-            persistent_workers=False,
-            dataset=dict(
-                data_root=info['data_root'],
-                ann_file=info['ann_file'],
-                data_prefix=dict(img=info['img_dir']),
-                metainfo=dict(classes=tuple(info['classes'])),
-                pipeline=shrink_pipeline(pipeline, factor)),
-            **kwargs)
-
-    return dict(
-        train_dataloader=loader('train_dataloader', train,
-                                batch_size=batch_size),
-        val_dataloader=loader('val_dataloader', val),
-        test_dataloader=loader('test_dataloader', val),
-        val_evaluator=dict(ann_file=val['ann_file']),
-        test_evaluator=dict(ann_file=val['ann_file']))
-
-
-def write_derived_config(path: str, base: str, overrides: Dict) -> str:
-    """Write a config that inherits ``base`` (an absolute path or a
-    package-scoped name) and sets ``overrides`` (merged into it as a config
-    file's top-level assignments are); returns ``path``."""
-    lines = [f'_base_ = {base!r}']
-    lines += [f'{key} = {value!r}' for key, value in overrides.items()]
-    with open(path, 'w') as f:
-        f.write('\n'.join(lines) + '\n')
-    return str(path)
-
-
-def _merge(base: Dict, extra: Dict) -> Dict:
-    """``extra`` merged into a copy of ``base`` (dicts recursively)."""
-    out = copy.deepcopy(base)
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def write_tiny_detection_config(path: str,
-                                config: str,
-                                train: Dict,
-                                val: Dict,
-                                factor: float = 0.1,
-                                arch: dict = TINY_ARCH,
-                                **overrides) -> str:
-    """Write a config that inherits the detection ``config`` and trains it
-    on the generated ``train`` / ``val`` sets (from
-    :func:`make_coco_shapes`) on a CPU: :func:`tiny_detector_overrides`
-    (``arch``, one class per shape), :func:`mmdet_data_overrides` (pipelines
-    scaled by ``factor``) and ``overrides`` on top (e.g.
-    ``train_cfg=dict(max_epochs=1)``; a ``model`` entry is merged into the
-    model overrides). Returns ``path``."""
-    from mmengine.config import Config
-    if tuple(train['classes']) != tuple(val['classes']):
-        raise ValueError(f"train and val classes differ: {train['classes']} "
-                         f"and {val['classes']}")
-    cfg = Config.fromfile(config)
-    model = _merge(
-        tiny_detector_overrides(cfg.model, len(train['classes']), arch),
-        overrides.pop('model', {}))
-    settings = dict(model=model,
-                    **mmdet_data_overrides(cfg, train, val, factor))
-    return write_derived_config(path, osp.abspath(config),
-                                _merge(settings, overrides))
+    if 'reused' in num_images:
+        raise ValueError("'reused' cannot name a split: it is a key of the "
+                         'returned dict')
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    out_dir = osp.abspath(out_dir)
+    settings = dict(num_images=dict(num_images), image_size=list(image_size),
+                    seed=seed, classes=list(classes),
+                    max_instances=max_instances, rle_every=rle_every)
+    splits = None if force else _recorded_splits(out_dir, settings)
+    reused = splits is not None
+    if not reused:
+        splits = {
+            split: make_coco_shapes(
+                out_dir, num, image_size=image_size, seed=seed, split=split,
+                classes=classes, max_instances=max_instances,
+                rle_every=rle_every, progress=progress)
+            for split, num in num_images.items()}
+        for info in splits.values():
+            info['classes'] = list(info['classes'])
+        with open(osp.join(out_dir, MANIFEST), 'w') as f:
+            json.dump(dict(settings=settings, splits=splits), f, indent=1)
+    return dict(reused=reused, **splits)

@@ -5,9 +5,11 @@ of our :class:`~mmcrossformer.models.CrossFormerBlock`.
 It keeps the official algorithm and costs: position-bias tables rebuilt on
 every call, DPB evaluated per call, explicit ``q @ k^T`` + softmax, masks
 built with ``-1e6`` per call, ``.contiguous()`` copies. Only the mutation of
-``lsda_flag`` / ``group_size`` is left out. The tests check the fast path
-against it on random inputs, and ``tools/analysis/benchmark_backbone.py``
-times it as the official implementation.
+``lsda_flag`` / ``group_size`` is left out. ``test_attention_reference.py``
+checks the fast path against it on random inputs, and
+``tools/analysis/benchmark_backbone.py`` times it as the official
+implementation (that tool puts ``tests/`` on ``sys.path`` to import this
+module).
 """
 from contextlib import contextmanager
 
@@ -60,6 +62,15 @@ def official_attention(block, x, gh, gw, mask):
     return attn_mod.proj(x)
 
 
+def official_mask(mask, ng, n):
+    """The official ``(ng, n, n)`` attention mask, ``NEG_INF`` at the padded
+    keys, from the grouped padding ``mask`` (``-1`` at padding) of ``ng``
+    groups of ``n`` embeddings."""
+    mask = mask.reshape(ng, 1, n)
+    return torch.zeros((ng, n, n), device=mask.device).masked_fill(
+        mask < 0, NEG_INF)
+
+
 def official_block(block, x, h, w):
     """The official dense CrossFormerBlock.forward, without its mutation."""
     b, _, c = x.shape
@@ -84,25 +95,17 @@ def official_block(block, x, h, w):
         x = x.reshape(b, hp // g, g, wp // g, g, c).permute(0, 1, 3, 2, 4, 5)
         x = x.reshape(b * hp * wp // g**2, g**2, c)
         ng = hp * wp // g**2
-        if pad_r > 0 or pad_b > 0:
-            mask = mask.reshape(1, hp // g, g, wp // g, g, 1).permute(
-                0, 1, 3, 2, 4, 5).reshape(ng, 1, g * g)
-            attn_mask = torch.zeros((ng, g * g, g * g), device=x.device).masked_fill(
-                mask < 0, NEG_INF)
-        else:
-            attn_mask = None
+        attn_mask = official_mask(mask.reshape(
+            1, hp // g, g, wp // g, g, 1).permute(0, 1, 3, 2, 4, 5), ng,
+            g * g) if pad_r > 0 or pad_b > 0 else None
     else:
         i, gh, gw = interval, hp // interval, wp // interval
         x = x.reshape(b, gh, i, gw, i, c).permute(0, 2, 4, 1, 3, 5)
         x = x.reshape(b * i * i, gh * gw, c)
         ng = i**2
-        if pad_r > 0 or pad_b > 0:
-            mask = mask.reshape(1, gh, i, gw, i, 1).permute(
-                0, 2, 4, 1, 3, 5).reshape(ng, 1, gh * gw)
-            attn_mask = torch.zeros((ng, gh * gw, gh * gw), device=x.device).masked_fill(
-                mask < 0, NEG_INF)
-        else:
-            attn_mask = None
+        attn_mask = official_mask(mask.reshape(
+            1, gh, i, gw, i, 1).permute(0, 2, 4, 1, 3, 5), ng,
+            gh * gw) if pad_r > 0 or pad_b > 0 else None
     x = official_attention(block, x, gh, gw, attn_mask)
     if lsda_flag == 0:
         x = x.reshape(b, hp // g, wp // g, g, g, c).permute(0, 1, 3, 2, 4, 5)

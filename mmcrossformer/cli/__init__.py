@@ -1,0 +1,1 @@
+"""Command-line tools (also declared as console scripts in setup.py)."""

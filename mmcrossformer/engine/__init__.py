@@ -1,0 +1,17 @@
+"""Training and evaluation support for mmengine's Runner.
+
+- :class:`~.hooks.RNGStateHook` (registered in mmengine's root ``HOOKS``):
+  random generator states saved in checkpoints and restored on resume;
+- :mod:`.checkpoint_loader`: local checkpoints refused with a clear message
+  when truncated or foreign (registered by ``import mmcrossformer``);
+- :mod:`.launch`: what ``tools/train.py`` / ``tools/test.py`` set for the
+  launcher (gloo on a machine without a CUDA GPU).
+"""
+from .checkpoint_loader import (load_local_checkpoint,
+                                register_local_checkpoint_loader)
+from .hooks import RNGStateHook, get_rng_states, set_rng_states
+
+__all__ = [
+    'RNGStateHook', 'get_rng_states', 'set_rng_states',
+    'load_local_checkpoint', 'register_local_checkpoint_loader'
+]
