@@ -115,4 +115,8 @@ if __name__ == '__main__':
         extras_require={
             'tests': parse_requirements('requirements/tests.txt'),
         },
+        entry_points={
+            'console_scripts':
+            ['crossformer2mm = mmcrossformer.cli.crossformer2mm:main'],
+        },
         zip_safe=False)

@@ -1,7 +1,7 @@
 """End to end through the real CLI on generated COCO data (CPU):
 ``mim train mmdet`` / ``mim test mmdet`` / ``mim train --resume`` of Mask
-R-CNN CrossFormer-S, a shorter RetinaNet CrossFormer-S run, and a mixed
-precision (``--amp``) step.
+R-CNN CrossFormer-S, shorter RetinaNet CrossFormer-S and CrossFormer++-S
+runs, and a mixed precision (``--amp``) step.
 
 The configs are derived in ``tmp_path`` from the real ones
 (``_base_ = '<abs path>'``, see ``helpers.configs``), shrinking
@@ -13,6 +13,7 @@ import re
 
 import pytest
 import torch
+from helpers.archs import TINY_ARCH
 from helpers.configs import write_tiny_detection_config
 from helpers.mim import run_mim
 from helpers.paths import REPO
@@ -208,3 +209,25 @@ def test_amp_step(shapes, tmp_path, monkeypatch):
     assert torch.isfinite(torch.tensor(loss))
     assert weight.dtype == torch.float32  # fp32 master weights, updated
     assert not torch.equal(before, weight.detach())
+
+
+def test_crossformerpp_retinanet_train_and_test(shapes, tmp_path):
+    """CrossFormer++ (cooling layers, region grouping) through the real
+    ``mim train`` and ``mim test``: four blocks in stage 2, so that one has
+    a cooling layer."""
+    train, val = shapes
+    config = write_tiny_detection_config(
+        str(tmp_path / 'retinanet_pp_tiny.py'),
+        osp.join(REPO, 'configs', 'retinanet_crossformerpp_s_fpn_1x_coco.py'),
+        train, val, arch=dict(TINY_ARCH, depths=[1, 1, 4, 1]),
+        model=dict(test_cfg=dict(score_thr=0.)), **RUN)
+    work_dir = str(tmp_path / 'work')
+    log = run_mim('train', 'mmdet', config, '--work-dir', work_dir,
+                  cwd=tmp_path)
+    assert len(train_lines(log, 1)) == 2
+    ckpt = osp.join(work_dir, 'epoch_1.pth')
+    state_dict = torch.load(ckpt, map_location='cpu')['state_dict']
+    assert 'backbone.stages.2.blocks.2.cooling.conv.weight' in state_dict
+    log = run_mim('test', 'mmdet', config, '--checkpoint', ckpt,
+                  '--work-dir', tmp_path / 'test', cwd=tmp_path)
+    assert_map(coco_metrics(log, 'test'), 'bbox')

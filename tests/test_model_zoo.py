@@ -114,6 +114,13 @@ def test_parameters_and_flops_are_the_entry(built):
         assert result.flops == meta['FLOPs']
 
 
+def test_enables_the_rng_hook(built):
+    """Resume restores the random streams (``RNGStateHook``, in
+    ``configs/_base_/crossformer.py``)."""
+    config, cfg, _ = built
+    assert dict(type='RNGStateHook') in cfg.get('custom_hooks', []), config
+
+
 def test_weight_decay_policy(built):
     """No decay on 1-D parameters (norm weights and biases, biases), decay
     on every weight matrix and conv kernel: the official ImageNet rule,

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.ade_shapes import make_ade_shapes
+from helpers.archs import TINY_ARCH
 from helpers.configs import write_tiny_segmentation_config
 from helpers.mim import run_mim
 from helpers.paths import REPO
@@ -194,3 +195,31 @@ def test_slide_inference_on_odd_size(run):
         whole = inference_model(model, image)
         assert calls == [(1, 3, 64, 82)]
         assert whole.pred_sem_seg.data.shape == (1, 70, 90)
+
+
+def test_crossformerpp_upernet_train_and_test(tmp_path):
+    """CrossFormer++ UperNet through the real ``mim train`` (2 iterations,
+    then validation) and ``mim test`` of its checkpoint; four blocks in
+    stage 2, so that one has a cooling layer."""
+    config_path = osp.join(REPO, 'configs',
+                           'upernet_crossformerpp_s_160k_ade20k.py')
+    data_root = str(tmp_path / 'ade')
+    make_ade_shapes(data_root, num_train=2, num_val=1, image_size=IMAGE_SIZE)
+    config = write_tiny_segmentation_config(
+        str(tmp_path / 'tiny_upernet_pp.py'), config_path, data_root, FACTOR,
+        arch=dict(TINY_ARCH, depths=[1, 1, 4, 1]),
+        train_cfg=dict(max_iters=2, val_interval=2),
+        default_hooks=dict(logger=dict(interval=1),
+                           checkpoint=dict(interval=2)))
+    work_dir = str(tmp_path / 'work')
+    run_mim('train', 'mmseg', config, '--work-dir', work_dir, cwd=tmp_path)
+    train = [r for r in json_records(work_dir) if 'loss' in r]
+    assert [r['iter'] for r in train] == [1, 2]
+    assert all(np.isfinite(r['loss']) for r in train)
+    ckpt = osp.join(work_dir, 'iter_2.pth')
+    state_dict = torch.load(ckpt, map_location='cpu')['state_dict']
+    assert 'backbone.stages.2.blocks.2.cooling.conv.weight' in state_dict
+    test_dir = str(tmp_path / 'test')
+    run_mim('test', 'mmseg', config, '--checkpoint', ckpt, '--work-dir',
+            test_dir, cwd=tmp_path)
+    assert 0 <= read_test_metrics(test_dir)['mIoU'] <= 100

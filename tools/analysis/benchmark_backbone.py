@@ -4,6 +4,8 @@ and mmdet's Swin-T, in one run.
 
     python tools/analysis/benchmark_backbone.py --arch small --shape 800 1216
     python tools/analysis/benchmark_backbone.py --device cuda --dtype fp16
+    python tools/analysis/benchmark_backbone.py --models crossformer \
+        crossformer-region         # the two long-distance groupings
 
 For each model it prints the median forward time (eval mode, batch 1), the
 FLOPs (mmengine's FlopAnalyzer with the attention matmuls counted, see
@@ -32,7 +34,12 @@ import time
 
 import torch
 
-MODELS = ('crossformer', 'official', 'swin-t')
+MODELS = ('crossformer', 'crossformer-region', 'official', 'swin-t')
+# Backbone arguments of the CrossFormer entries: 'crossformer-region' is the
+# same arch and weights with CrossFormer++'s region grouping
+# (lda_mode='region'), as the official main branch runs the ICLR models.
+CROSSFORMER_KWARGS = {'crossformer': {}, 'official': {},
+                      'crossformer-region': dict(lda_mode='region')}
 # Where the transcription of the official block lives (see the docstring).
 TESTS_DIR = osp.join(osp.dirname(osp.dirname(osp.dirname(
     osp.abspath(__file__)))), 'tests')
@@ -47,7 +54,8 @@ def build(name, arch, drop_path_rate=None):
         return SwinTransformer(drop_path_rate=0.2 if drop_path_rate is None
                                else drop_path_rate)
     return REGISTRY.build(dict(type='CrossFormer', arch=arch,
-                               drop_path_rate=drop_path_rate))
+                               drop_path_rate=drop_path_rate,
+                               **CROSSFORMER_KWARGS[name]))
 
 
 def import_official_forward():
