@@ -5,7 +5,7 @@ PY := $(if $(PYTHON),$(PYTHON),$(CURDIR)/.venv/bin/python)
 PYTEST_ARGS ?=
 DEMO_ITERS ?=
 # What `make lint` checks (settings in setup.cfg).
-LINT_PATHS := mmcrossformer tools setup.py
+LINT_PATHS := mmcrossformer tools tests setup.py
 
 .PHONY: setup test demo lint clean-venv
 

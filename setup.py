@@ -114,9 +114,13 @@ if __name__ == '__main__':
         install_requires=parse_requirements('requirements/runtime.txt'),
         extras_require={
             'tests': parse_requirements('requirements/tests.txt'),
+            'deploy': parse_requirements('requirements/deploy.txt'),
         },
         entry_points={
             'console_scripts':
-            ['crossformer2mm = mmcrossformer.cli.crossformer2mm:main'],
+            [
+                'crossformer2mm = mmcrossformer.cli.crossformer2mm:main',
+                'crossformer2onnx = mmcrossformer.cli.pytorch2onnx:main',
+            ],
         },
         zip_safe=False)

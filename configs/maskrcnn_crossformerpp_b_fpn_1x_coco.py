@@ -1,15 +1,11 @@
 # Mask R-CNN, CrossFormer++-B backbone, COCO 1x: a derivation (the official
 # ++B dense backbone cannot be built): the recipe of
-# maskrcnn_crossformerpp_s_fpn_1x_coco.py with the ++B ImageNet backbone,
-# drop path 0.3 (its ImageNet value, as the ICLR B configs take theirs) and
-# channels 96..768.
+# maskrcnn_crossformerpp_s_fpn_1x_coco.py with the ++B dense backbone of
+# _base_/crossformer.py (drop path 0.3) and channels 96..768.
 # Official: 47.7 box AP / 43.2 mask AP, 71.5M params, 408.0G FLOPs.
 #   mim train mmdet configs/maskrcnn_crossformerpp_b_fpn_1x_coco.py
 _base_ = './maskrcnn_crossformerpp_s_fpn_1x_coco.py'
 
 model = dict(
-    backbone=dict(
-        arch='pp-base',
-        drop_path_rate=0.3,
-        init_cfg=dict(checkpoint='checkpoints/crossformerpp-b_mm.pth')),
+    backbone=dict(_base_.crossformerpp_b_dense_backbone, _delete_=True),
     neck=dict(in_channels=[96, 192, 384, 768]))

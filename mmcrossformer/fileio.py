@@ -5,7 +5,9 @@ pickle-holding file apart instead of showing ``torch.load``'s traceback (the
 converter reads its input with it, and :mod:`mmcrossformer.engine.
 checkpoint_loader` every local checkpoint mmengine loads), and
 :func:`save_atomic` writes through a temporary file beside the destination,
-so the destination is either complete or untouched.
+so the destination is either complete or untouched; :func:`refuse_overwrite`
+is the check (and message) for an existing destination that every writer
+(the converter, ``save_atomic``) uses.
 """
 import os
 import os.path as osp
@@ -77,13 +79,22 @@ def load_checkpoint_file(path: str,
             'not the zip archive torch.save writes)') from None
 
 
+def refuse_overwrite(path: str, overwrite: bool = False,
+                     flag: str = '--overwrite') -> None:
+    """Raise a :class:`CheckpointError` if ``path`` exists and not
+    ``overwrite``: the message names the file and the command-line ``flag``
+    that replaces it. Call it before any slow work, so that a run that
+    would be refused at the end is refused at the start."""
+    if osp.exists(path) and not overwrite:
+        raise CheckpointError(f'{path} exists; pass {flag} to replace it')
+
+
 def save_atomic(obj, path: str, overwrite: bool = False) -> None:
     """``torch.save(obj)`` to ``path`` through a temporary file in the same
     folder, renamed over ``path`` only once complete (also on interruption,
     nothing is left behind). An existing ``path`` is refused unless
-    ``overwrite``."""
-    if osp.exists(path) and not overwrite:
-        raise CheckpointError(f'{path} exists; pass --overwrite to replace it')
+    ``overwrite`` (:func:`refuse_overwrite`)."""
+    refuse_overwrite(path, overwrite)
     out_dir = osp.dirname(osp.abspath(path))
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(

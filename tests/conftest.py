@@ -33,3 +33,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope='session')
+def mask_rcnn_runs(tmp_path_factory):
+    """The tiny Mask R-CNN runs of :mod:`helpers.mask_rcnn_runs` (trained,
+    tested, killed and resumed once per session; test_det_e2e.py and
+    test_resume.py read them)."""
+    from helpers.mask_rcnn_runs import make_runs
+    return make_runs(tmp_path_factory.mktemp('mask_rcnn_runs'))

@@ -6,22 +6,47 @@ import pytest
 import torch
 from helpers.official_block import official_block, official_forward
 
-from mmcrossformer.models import CrossFormer, CrossFormerBlock
+from mmcrossformer.models import (CrossFormer, CrossFormerBlock,
+                                  attention_kernel)
 from mmcrossformer.models.attention_kernel import biased_attention
 
 
-@pytest.mark.parametrize('shared_mask', [True, False])
-def test_biased_attention_gradcheck(shared_mask):
+@pytest.mark.parametrize('padded', [False, True])
+@pytest.mark.parametrize('tile_elements', [1 << 20, 60, 30])
+def test_biased_attention_gradcheck(padded, tile_elements, monkeypatch):
     """The recomputing backward is the exact derivative (float64 in, float64
-    recomputation, hence the tolerance float32 would fail) for q, k, v and
-    the mask, shared or per group."""
-    q, k, v = (torch.randn(2, 3, 2, 5, 4, dtype=torch.float64,
-                           requires_grad=True) for _ in range(3))
-    mask = torch.randn(1 if shared_mask else 3, 2, 5, 5, dtype=torch.float64,
+    recomputation, hence the tolerance float32 would fail) for the packed
+    qkv and the bias, without and with padded keys, whether a tile of the
+    backward holds whole groups (2**20), one group's heads (60 = 2 heads of
+    5x5) or one head (30)."""
+    monkeypatch.setattr(attention_kernel, 'BACKWARD_CHUNK_ELEMENTS',
+                        tile_elements)
+    images, groups, heads, length, head_dims = 2, 3, 2, 5, 4
+    qkv = torch.randn(images * groups, length, 3 * heads * head_dims,
+                      dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(heads, length, length, dtype=torch.float64,
                        requires_grad=True)
+    padding = None
+    if padded:  # group 1 has 2 padded keys, group 2 one
+        padding = torch.zeros(groups, length, dtype=torch.float64)
+        padding[1, 3:] = padding[2, 1] = -1e4
     assert torch.autograd.gradcheck(
-        lambda q, k, v, m: biased_attention(q, k, v, m, 0.5, training=True),
-        (q, k, v, mask), atol=1e-9, rtol=1e-7)
+        lambda qkv, bias: biased_attention(
+            qkv, bias, padding, 0.5, training=True),
+        (qkv, bias), atol=1e-9, rtol=1e-7)
+
+
+def test_biased_attention_training_path_equals_inference_path():
+    """The autograd Function's forward gives the no-grad path's output."""
+    qkv = torch.randn(6, 10, 24, requires_grad=True)
+    bias = torch.randn(2, 10, 10, requires_grad=True)
+    padding = torch.zeros(3, 10)
+    padding[2, 7:] = -1e4
+    trained = biased_attention(qkv, bias, padding, 0.3, training=True)
+    assert trained.grad_fn is not None
+    with torch.no_grad():
+        inferred = biased_attention(qkv, bias, padding, 0.3)
+    torch.testing.assert_close(trained, inferred, atol=1e-6, rtol=1e-6)
 
 
 @pytest.mark.parametrize('long_distance', [False, True])

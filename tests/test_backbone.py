@@ -10,8 +10,8 @@ from helpers.archs import PARITY_ARCH
 from helpers.training import SOFTMAX_INVARIANT
 
 import mmcrossformer  # noqa: F401  registers CrossFormer
-from mmcrossformer.models.checkpoint import backbone_state_dict
 from mmcrossformer.models import CrossFormer
+from mmcrossformer.models.checkpoint import backbone_state_dict
 
 TINY = dict(embed_dims=16, depths=[1, 2, 1, 1], num_heads=[1, 2, 2, 4])
 
@@ -87,8 +87,8 @@ def test_any_input_size(size):
 
 
 def test_grouping_round_trip_and_padding_mask():
-    from mmcrossformer.models.grouping import (group_embeddings,
-                                               group_layout, key_padding_mask,
+    from mmcrossformer.models.grouping import (group_embeddings, group_layout,
+                                               key_padding_mask,
                                                ungroup_embeddings)
     x = torch.rand(2, 10, 13, 4)
     for long_distance in (False, True):
@@ -252,7 +252,8 @@ def test_norm_eval():
 
 @pytest.mark.parametrize('kwargs, match', [
     (dict(arch='huge'), r"unknown arch 'huge'.*'base'.*'large'"),
-    (dict(arch=dict(embed_dims=16, depths=[1, 1])), r"missing \['num_heads'\]"),
+    (dict(arch=dict(embed_dims=16, depths=[1, 1])),
+     r"missing \['num_heads'\]"),
     (dict(arch=dict(embed_dims=16, depths=[1, 1, 1], num_heads=[1, 2])),
      'depths .* and num_heads .* one entry per stage'),
     (dict(arch=dict(embed_dims=20, depths=[1] * 4, num_heads=[3] * 4)),

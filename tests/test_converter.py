@@ -5,25 +5,29 @@ import os
 import os.path as osp
 import subprocess
 import sys
+from typing import NamedTuple
 from unittest.mock import patch
 
 import pytest
 import torch
 import torch.nn.functional as F
 from helpers.archs import PARITY_ARCH
+from helpers.building import uninitialised_weights
 from helpers.mim import run_mim
 from helpers.paths import REPO, reference_path
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 import mmcrossformer  # noqa: F401
-from mmcrossformer.cli.crossformer2mm import convert_file
+from mmcrossformer.cli.crossformer2mm import convert_file, main
+from mmcrossformer.models import CrossFormer
 from mmcrossformer.models.checkpoint import (CheckpointError,
                                              backbone_state_dict,
                                              convert_state_dict,
                                              unwrap_state_dict)
-from mmcrossformer.models import CrossFormer
 
 CONVERTER = osp.join(REPO, 'tools', 'model_converters', 'crossformer2mm.py')
+CONSOLE_COMMAND = osp.join(osp.dirname(sys.executable), 'crossformer2mm')
 VARIANTS = ['tiny', 'small', 'base', 'large']
 
 
@@ -35,11 +39,14 @@ def imagenet_layout(variant):
 
 
 def build_classifier(config, **head):
+    """The classifier of ``configs/<config>`` (in mmpretrain's scope, whatever
+    scope an earlier test left current), ``head`` merged into its head."""
     from mmpretrain.registry import MODELS
     cfg = Config.fromfile(osp.join(REPO, 'configs', config))
     cfg.model.head.update(head)
     cfg.model.init_cfg = None
-    return MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        return MODELS.build(cfg.model)
 
 
 @pytest.mark.parametrize('variant', VARIANTS)
@@ -62,11 +69,12 @@ def test_real_layouts_convert_and_load_strictly(tmp_path, variant):
         t.shape for k, t in official.items()
         if not k.endswith(('biases', 'relative_position_index')))
 
-    backbone = CrossFormer(arch=variant, final_norm=True)
+    # (strict loading replaces every value: no need to draw initial ones)
+    with uninitialised_weights():
+        backbone = CrossFormer(arch=variant, final_norm=True)
+        classifier = build_classifier(f'crossformer_{variant[0]}_in1k.py')
     state_dict, _ = backbone_state_dict(ckpt)
     backbone.load_state_dict(state_dict, strict=True)
-
-    classifier = build_classifier(f'crossformer_{variant[0]}_in1k.py')
     classifier.load_state_dict(ckpt['state_dict'], strict=True)
 
 
@@ -144,7 +152,8 @@ def test_bare_state_dict_and_module_prefix():
     a, info_a = convert_state_dict(unwrap_state_dict(official))
     b, info_b = convert_state_dict(unwrap_state_dict({'state_dict': wrapped}))
     assert list(a) == list(b) and info_a['variant'] == info_b['variant']
-    assert 'backbone.stages.2.blocks.7.attn.position_bias.layers.2.2.weight' in a
+    dpb = 'backbone.stages.2.blocks.7.attn.position_bias.'
+    assert dpb + 'layers.2.2.weight' in a
     assert 'head.fc.weight' in a
 
 
@@ -160,9 +169,27 @@ def test_converted_checkpoint_converts_to_itself(tmp_path):
 
 
 # ------------------------------------------------------------ bad input
-def run_cli(*args):
-    return subprocess.run([sys.executable, CONVERTER, *map(str, args)],
-                          capture_output=True, text=True, cwd=REPO)
+class CliResult(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_cli(capsys, *args) -> CliResult:
+    """``crossformer2mm ARGS`` in this process: the command line's
+    :func:`~mmcrossformer.cli.crossformer2mm.main`, which the script and the
+    console command run (an uncaught exception fails the test; two tests
+    below run the real commands)."""
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return CliResult(code, out, err)
+
+
+def run_command(command, *args) -> CliResult:
+    result = subprocess.run([*command, *map(str, args)], capture_output=True,
+                            text=True, cwd=REPO)
+    return CliResult(result.returncode, result.stdout, result.stderr)
 
 
 def assert_refused(result, message, folder):
@@ -173,55 +200,61 @@ def assert_refused(result, message, folder):
 
 
 def test_cli_converts_and_reports(tmp_path):
+    """The script (``python tools/model_converters/crossformer2mm.py``)."""
     src, dst = tmp_path / 'crossformer-t.pth', tmp_path / 'out' / 'mm.pth'
     torch.save({'model': imagenet_layout('tiny')}, src)
-    result = run_cli(src, dst)
+    result = run_command([sys.executable, CONVERTER], src, dst)
     assert result.returncode == 0, result.stderr
     assert 'official ImageNet classifier, variant tiny' in result.stdout
     assert 'wrote' in result.stdout and dst.exists()
 
 
-def test_cli_missing_file(tmp_path):
-    assert_refused(run_cli(tmp_path / 'nope.pth', tmp_path / 'out.pth'),
+def test_console_command_refuses_without_a_traceback(tmp_path):
+    """The installed ``crossformer2mm`` command: exit code 2 and the
+    one-line error, in a process of its own."""
+    src = tmp_path / 'notes.pth'
+    src.write_text('these are not weights\n')
+    result = run_command([CONSOLE_COMMAND], src, tmp_path / 'out.pth')
+    assert result.returncode == 2
+    assert_refused(result, 'is not a PyTorch checkpoint', tmp_path)
+    assert result.stderr.startswith('crossformer2mm: error: ')
+
+
+def test_cli_missing_file(tmp_path, capsys):
+    assert_refused(run_cli(capsys, tmp_path / 'nope.pth',
+                           tmp_path / 'out.pth'),
                    'no such file', tmp_path)
 
 
-def test_cli_not_a_checkpoint(tmp_path):
-    src = tmp_path / 'notes.pth'
-    src.write_text('these are not weights\n')
-    assert_refused(run_cli(src, tmp_path / 'out.pth'),
-                   'is not a PyTorch checkpoint', tmp_path)
-
-
-def test_cli_truncated_file(tmp_path):
+def test_cli_truncated_file(tmp_path, capsys):
     full = tmp_path / 'full.pth'
     torch.save({'model': imagenet_layout('tiny')}, full)
     data = full.read_bytes()
     src = tmp_path / 'truncated.pth'
     src.write_bytes(data[:len(data) // 2])
-    assert_refused(run_cli(src, tmp_path / 'out.pth'),
+    assert_refused(run_cli(capsys, src, tmp_path / 'out.pth'),
                    'truncated or corrupt', tmp_path)
 
 
-def test_cli_other_model(tmp_path):
+def test_cli_other_model(tmp_path, capsys):
     src = tmp_path / 'resnet.pth'
     torch.save({'state_dict': {'conv1.weight': torch.zeros(64, 3, 7, 7),
                                'fc.weight': torch.zeros(10, 64)}}, src)
-    result = run_cli(src, tmp_path / 'out.pth')
+    result = run_cli(capsys, src, tmp_path / 'out.pth')
     assert_refused(result, 'not a CrossFormer checkpoint', tmp_path)
     assert "'conv1.weight'" in result.stderr
     assert 'patch_embed.projs.0.weight' in result.stderr
 
 
-def test_cli_existing_destination(tmp_path):
+def test_cli_existing_destination(tmp_path, capsys):
     src, dst = tmp_path / 'src.pth', tmp_path / 'out.pth'
     torch.save({'model': imagenet_layout('tiny')}, src)
     dst.write_bytes(b'precious')
-    result = run_cli(src, dst)
+    result = run_cli(capsys, src, dst)
     assert result.returncode != 0 and 'Traceback' not in result.stderr
     assert '--overwrite' in result.stderr
     assert dst.read_bytes() == b'precious'
-    assert run_cli(src, dst, '--overwrite').returncode == 0
+    assert run_cli(capsys, src, dst, '--overwrite').returncode == 0
     assert torch.load(dst, weights_only=True)['meta']['arch'][
         'variant'] == 'tiny'
 
@@ -249,14 +282,14 @@ def test_unknown_key_is_refused():
         convert_state_dict(official)
 
 
-def test_cli_pickled_objects_need_allow_pickle(tmp_path):
+def test_cli_pickled_objects_need_allow_pickle(tmp_path, capsys):
     import argparse
     src = tmp_path / 'with_config.pth'
     torch.save({'model': imagenet_layout('tiny'),
                 'config': argparse.Namespace(lr=1e-3)}, src)
-    assert_refused(run_cli(src, tmp_path / 'out.pth'), '--allow-pickle',
-                   tmp_path)
-    result = run_cli(src, tmp_path / 'out.pth', '--allow-pickle')
+    assert_refused(run_cli(capsys, src, tmp_path / 'out.pth'),
+                   '--allow-pickle', tmp_path)
+    result = run_cli(capsys, src, tmp_path / 'out.pth', '--allow-pickle')
     assert result.returncode == 0, result.stderr
 
 

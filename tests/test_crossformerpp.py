@@ -7,11 +7,13 @@ import os.path as osp
 import pytest
 import torch
 import torch.nn as nn
+from helpers.building import uninitialised_weights
 from helpers.paths import REPO, reference_path
 from mmengine.config import Config
+from mmengine.registry import DefaultScope
 
 import mmcrossformer  # noqa: F401  registers CrossFormer
-from mmcrossformer.cli.crossformer2mm import convert_file
+from mmcrossformer.cli.crossformer2mm import convert_file, main
 from mmcrossformer.models import CrossFormer
 from mmcrossformer.models.checkpoint import (CheckpointError,
                                              backbone_state_dict,
@@ -117,7 +119,8 @@ def test_classifier_logits_in_mmpretrain(tmp_path, parity_pp):
     cfg.model.backbone = dict(cfg.model.backbone, arch=pp_arch(parity_pp))
     cfg.model.head.update(num_classes=10, in_channels=128)
     cfg.model.init_cfg = None
-    classifier = MODELS.build(cfg.model)
+    with DefaultScope.overwrite_default_scope('mmpretrain'):
+        classifier = MODELS.build(cfg.model)
     classifier.load_state_dict(
         torch.load(dst, weights_only=True)['state_dict'], strict=True)
     classifier.eval()
@@ -261,7 +264,8 @@ def test_preset_parameters(variant):
     """With a 1000-class head, exactly the official classifiers' counts."""
     entry, _ = layout_of(variant)
     assert entry['params'] == PARAMS[variant]
-    model = CrossFormer(arch=variant, final_norm=True, out_indices=(3, ))
+    with uninitialised_weights():  # only the structure is checked
+        model = CrossFormer(arch=variant, final_norm=True, out_indices=(3, ))
     assert model.acl and model.lda_mode == 'region'
     assert (model.embed_dims, model.depths, model.num_heads) == (
         entry['embed_dim'], entry['depths'], entry['num_heads'])
@@ -307,23 +311,20 @@ def test_real_layouts_convert_and_load_strictly(tmp_path, variant):
     assert not any(k.endswith(('biases', 'index', 'attn_mask'))
                    for k in converted)
     assert any('.cooling.conv.' in k for k in converted)
-    model = CrossFormer(arch=variant, final_norm=True, out_indices=(3, ))
+    with uninitialised_weights():  # strict loading replaces every value
+        model = CrossFormer(arch=variant, final_norm=True, out_indices=(3, ))
     state_dict, _ = backbone_state_dict({'model': official})
     model.load_state_dict(state_dict, strict=True)
 
 
-def test_cli_names_the_variant(tmp_path):
-    import subprocess
-    import sys
+def test_cli_names_the_variant(tmp_path, capsys):
+    """What ``crossformer2mm`` prints (its ``main``, in this process)."""
     _, official = layout_of('pp-small')
     src, dst = tmp_path / 'crossformer++-s.pth', tmp_path / 'mm.pth'
     torch.save({'model': official}, src)
-    result = subprocess.run(
-        [sys.executable, osp.join(REPO, 'tools', 'model_converters',
-                                  'crossformer2mm.py'), str(src), str(dst)],
-        capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert 'CrossFormer++-S, official ImageNet classifier' in result.stdout
+    assert main([str(src), str(dst)]) == 0
+    assert 'CrossFormer++-S, official ImageNet classifier' in (
+        capsys.readouterr().out)
     assert torch.load(dst, weights_only=True)['meta']['arch']['acl'] is True
 
 

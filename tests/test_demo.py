@@ -3,10 +3,12 @@
 masks, reused when the settings match) and a short real run of
 ``tools/demo/run_demo.py`` (the real ``mim train`` / ``mim test`` of
 ``configs/demo/maskrcnn_crossformer_demo.py`` on a few images, then the
-pictures, the loss curve and the summary). The tools run as ``make demo``
-runs them: through their command lines."""
+pictures, the loss curve and the summary). ``run_demo.py`` runs as ``make
+demo`` runs it, a process of its own; the data tool and the argument checks
+run through the tools' ``main(argv)`` in this process."""
 import filecmp
 import glob
+import importlib
 import json
 import os
 import os.path as osp
@@ -25,19 +27,29 @@ SIZE = 192  # the demo config's image scale
 ENV = dict(os.environ, OMP_NUM_THREADS='1', MKL_NUM_THREADS='1')
 
 
-def run_tool(script, *args, cwd=None) -> subprocess.CompletedProcess:
-    """``python tools/demo/<script> ARGS``, its stdout and stderr apart."""
-    return subprocess.run(
-        [sys.executable, osp.join(DEMO_DIR, script), *map(str, args)],
-        cwd=cwd, env=ENV, text=True, capture_output=True, timeout=600)
+@pytest.fixture(scope='module')
+def demo_tools():
+    """``tools/demo/make_demo_data.py`` and ``run_demo.py`` as modules
+    (``tools/demo`` on ``sys.path``, as when they run): their ``main(argv)``
+    is the command line, run in this process where the test only needs
+    what it prints; ``make demo``'s own command runs as a process below."""
+    sys.path.insert(0, DEMO_DIR)
+    try:
+        yield {name: importlib.import_module(name)
+               for name in ('make_demo_data', 'run_demo')}
+    finally:
+        sys.path.remove(DEMO_DIR)
 
 
-def make_demo_data(out_dir, *args):
-    """Run ``make_demo_data.py --out OUT_DIR ARGS``; its (stdout, stderr).
-    Fails the test with them if it exits with an error."""
-    proc = run_tool('make_demo_data.py', '--out', out_dir, *args)
-    assert proc.returncode == 0, proc.stdout + proc.stderr[-6000:]
-    return proc.stdout, proc.stderr
+def make_demo_data(tools, capsys, out_dir, *args):
+    """``make_demo_data.py --out OUT_DIR ARGS``; its (stdout, stderr).
+    Fails the test if it exits with an error."""
+    capsys.readouterr()
+    code = tools['make_demo_data'].main(
+        ['--out', str(out_dir), *map(str, args)])
+    out, err = capsys.readouterr()
+    assert code == 0, out + err[-6000:]
+    return out, err
 
 
 def _small(out_dir, num_train=3, num_test=2, seed=1, force=False):
@@ -83,16 +95,17 @@ def test_demo_data_is_deterministic(tmp_path):
             _annotations(first, 'train')['annotations'])
 
 
-def test_demo_data_is_reused_when_the_settings_match(tmp_path):
+def test_demo_data_is_reused_when_the_settings_match(tmp_path, demo_tools,
+                                                     capsys):
     args = [tmp_path, '--num-train', '3', '--num-test', '2', '--size', '64']
-    out, err = make_demo_data(*args)
+    out, err = make_demo_data(demo_tools, capsys, *args)
     assert f'demo data: generated {tmp_path}' in out
     assert '3 images' in out and '2 images' in out
     assert 'coco shapes (train)' in err  # the tqdm progress bar
     ann_file = osp.join(tmp_path, 'annotations', 'instances_train.json')
     stamp = os.stat(ann_file).st_mtime_ns
 
-    out, err = make_demo_data(*args)
+    out, err = make_demo_data(demo_tools, capsys, *args)
     assert f'reusing the data in {tmp_path}' in out
     assert 'coco shapes' not in err
     assert os.stat(ann_file).st_mtime_ns == stamp
@@ -106,11 +119,12 @@ def test_demo_data_is_reused_when_the_settings_match(tmp_path):
                       force=True)['reused']
 
 
-def test_run_demo(tmp_path):
-    """A 10-iteration demo on 8 training and 2 test images."""
+def test_run_demo(tmp_path, demo_tools, capsys):
+    """A 10-iteration demo on 8 training and 2 test images, through
+    ``python tools/demo/run_demo.py`` as ``make demo`` runs it."""
     data_dir, work_dir = tmp_path / 'data', tmp_path / 'work'
     sizes = ['--num-train', '8', '--num-test', '2', '--size', str(SIZE)]
-    make_demo_data(data_dir, *sizes)
+    make_demo_data(demo_tools, capsys, data_dir, *sizes)
     proc = subprocess.run(
         [sys.executable, osp.join(DEMO_DIR, 'run_demo.py'), '--iters', '10',
          '--data-dir', str(data_dir), '--work-dir', str(work_dir),
@@ -130,7 +144,8 @@ def test_run_demo(tmp_path):
     metrics = dict(re.findall(r'(bbox|segm) mAP (\d\.\d+)', summary))
     assert set(metrics) == {'bbox', 'segm'}
     assert all(0. <= float(v) <= 1. for v in metrics.values())
-    for line in ('checkpoint:   work/iter_10.pth', 'loss curve:   work/loss.png',
+    for line in ('checkpoint:   work/iter_10.pth',
+                 'loss curve:   work/loss.png',
                  'pictures:     work/predictions/*.png (2 test images',
                  'predictions:  work/test_predictions.pkl'):
         assert line in summary, summary
@@ -161,7 +176,8 @@ def test_run_demo(tmp_path):
 
 
 @pytest.mark.parametrize('iters', ['1', '0'])
-def test_run_demo_rejects_too_few_iterations(iters, tmp_path):
-    proc = run_tool('run_demo.py', '--iters', iters, cwd=tmp_path)
-    assert proc.returncode == 2, proc.stderr[-6000:]  # argparse's error
-    assert '--iters must be at least 2' in proc.stderr
+def test_run_demo_rejects_too_few_iterations(iters, demo_tools, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        demo_tools['run_demo'].main(['--iters', iters])
+    assert exit_info.value.code == 2  # argparse's error
+    assert '--iters must be at least 2' in capsys.readouterr().err

@@ -8,6 +8,7 @@ Training steps use a config derived in ``tmp_path`` from the real one
 scale, the number of RoIs and the data (see
 ``helpers.configs.write_tiny_detection_config``).
 """
+import contextlib
 import functools
 import json
 import math
@@ -22,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from helpers.archs import TINY_ARCH
+from helpers.building import uninitialised_weights
 from helpers.configs import write_tiny_detection_config
 from helpers.paths import REPO, reference_path
 from mmengine.config import Config
@@ -70,12 +72,16 @@ def load_config(name: str) -> Config:
     return Config.fromfile(config_path(name))
 
 
-def build_detector(cfg: Config) -> nn.Module:
+def build_detector(cfg: Config, initialise: bool = True) -> nn.Module:
     """The config's detector (SyncBN reverted to BN, as the runner does
-    outside distributed training)."""
+    outside distributed training); without drawing its initial weights
+    unless ``initialise`` (for the parameter counts and key layouts)."""
     init_default_scope('mmdet')
     from mmdet.registry import MODELS
-    return revert_sync_batchnorm(MODELS.build(cfg.model))
+    weights = (contextlib.nullcontext() if initialise
+               else uninitialised_weights())
+    with weights:
+        return revert_sync_batchnorm(MODELS.build(cfg.model))
 
 
 def num_params(model: nn.Module) -> int:
@@ -102,7 +108,7 @@ def shapes(tmp_path_factory):
 @pytest.mark.parametrize('name', sorted(OFFICIAL))
 def test_builds_the_official_model(name, official_layouts):
     official = official_layouts[OFFICIAL[name]]
-    model = build_detector(load_config(name))
+    model = build_detector(load_config(name), initialise=False)
     assert num_params(model) == zoo_params(name)
     assert round(zoo_params(name) / 1e6, 2) == official['params_M']
     # The published checkpoint's keys and shapes, converted, load strictly.
@@ -114,7 +120,7 @@ def test_builds_the_official_model(name, official_layouts):
 
 
 def test_cascade_model():
-    model = build_detector(load_config(CASCADE))
+    model = build_detector(load_config(CASCADE), initialise=False)
     # Three 4-conv-1-fc box heads; 87.996M, the 88.0M of the official
     # results table (from memory: no reference file has this model).
     assert len(model.roi_head.bbox_head) == 3
@@ -122,7 +128,8 @@ def test_cascade_model():
                for head in model.roi_head.bbox_head)
     assert num_params(model) == zoo_params(CASCADE)
     assert round(zoo_params(CASCADE) / 1e6, 1) == 88.0
-    small = build_detector(load_config('maskrcnn_crossformer_s_fpn_1x_coco'))
+    small = build_detector(
+        load_config('maskrcnn_crossformer_s_fpn_1x_coco'), initialise=False)
     assert num_params(model.backbone) == num_params(small.backbone)
 
 

@@ -1,7 +1,8 @@
 """End to end through the real CLI on generated COCO data (CPU):
 ``mim train mmdet`` / ``mim test mmdet`` / ``mim train --resume`` of Mask
-R-CNN CrossFormer-S, shorter RetinaNet CrossFormer-S and CrossFormer++-S
-runs, and a mixed precision (``--amp``) step.
+R-CNN CrossFormer-S (the session's runs of :mod:`helpers.mask_rcnn_runs`,
+which test_resume.py shares), shorter RetinaNet CrossFormer-S and
+CrossFormer++-S runs, and a mixed precision (``--amp``) step.
 
 The configs are derived in ``tmp_path`` from the real ones
 (``_base_ = '<abs path>'``, see ``helpers.configs``), shrinking
@@ -15,6 +16,7 @@ import pytest
 import torch
 from helpers.archs import TINY_ARCH
 from helpers.configs import write_tiny_detection_config
+from helpers.mask_rcnn_runs import ITERS_PER_EPOCH, KILL_AFTER, MAX_EPOCHS
 from helpers.mim import run_mim
 from helpers.paths import REPO
 
@@ -100,46 +102,48 @@ def test_coco_shapes(tmp_path):
         assert list(mask_utils.toBbox(rle)) == pytest.approx(ann['bbox'])
 
 
-def test_mask_rcnn_train_test_resume(shapes, tmp_path):
-    train, val = shapes
-    config = write_tiny_detection_config(
-        str(tmp_path / 'maskrcnn_tiny.py'), MASK_RCNN, train, val, **RUN)
-    work_dir = str(tmp_path / 'work')
-
-    # Train one epoch; the validation after it reports box and mask mAP.
-    log = run_mim('train', 'mmdet', config, '--work-dir', work_dir,
-                  cwd=tmp_path)
-    lines = train_lines(log, 1)
-    assert [re.search(r'\[1\]\[(\d)/2\]', x)[1] for x in lines] == ['1', '2']
-    for line in lines:
-        losses = dict(re.findall(r'(loss\w*): (\S+)', line))
-        assert {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox',
-                'loss_mask'} <= set(losses)
-        assert all(torch.isfinite(torch.tensor(float(v)))
-                   for v in losses.values())
+def test_mask_rcnn_train(mask_rcnn_runs):
+    """``mim train mmdet``: every iteration logs the five losses, finite;
+    the validations (after epochs 2 and 3) report box and mask mAP."""
+    log = mask_rcnn_runs['logs']['uninterrupted']
+    for epoch in range(1, MAX_EPOCHS + 1):
+        lines = train_lines(log, epoch)
+        assert [re.search(r'\]\[(\d)/2\]', x)[1] for x in lines] == ['1', '2']
+        for line in lines:
+            losses = dict(re.findall(r'(loss\w*): (\S+)', line))
+            assert {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox',
+                    'loss_mask'} <= set(losses)
+            assert all(torch.isfinite(torch.tensor(float(v)))
+                       for v in losses.values())
     assert_map(coco_metrics(log, 'val'), 'bbox', 'segm')
-    first_ckpt = osp.join(work_dir, 'epoch_1.pth')
-    assert osp.isfile(first_ckpt)
-
-    # Test the saved checkpoint: COCO box and mask mAP.
-    log = run_mim('test', 'mmdet', config, '--checkpoint', first_ckpt,
-                  '--work-dir', tmp_path / 'test', cwd=tmp_path)
-    assert_map(coco_metrics(log, 'test'), 'bbox', 'segm')
-
-    # Resume from it to a second epoch: iteration 3 continues the warm-up
-    # (lr 1e-4 * (0.001 + 0.999 * 2 / 500)), it does not restart it.
-    log = run_mim('train', 'mmdet', config, '--work-dir', work_dir,
-                  '--resume', first_ckpt, '--cfg-options',
-                  'train_cfg.max_epochs=2', cwd=tmp_path)
-    assert 'resumed epoch: 1, iter: 2' in log
-    assert not train_lines(log, 1)
-    lines = train_lines(log, 2)
-    assert len(lines) == 2
-    assert 'lr: 5.0040e-07' in lines[0]
-    assert_map(coco_metrics(log, 'val'), 'bbox', 'segm')
+    work_dir = mask_rcnn_runs['dirs']['uninterrupted']
     # torch.load's default (weights_only) reads mmengine's checkpoint.
-    ckpt = torch.load(osp.join(work_dir, 'epoch_2.pth'), map_location='cpu')
-    assert (ckpt['meta']['epoch'], ckpt['meta']['iter']) == (2, 4)
+    ckpt = torch.load(work_dir / f'epoch_{MAX_EPOCHS}.pth', map_location='cpu')
+    assert (ckpt['meta']['epoch'], ckpt['meta']['iter']) == (
+        MAX_EPOCHS, MAX_EPOCHS * ITERS_PER_EPOCH)
+
+
+def test_mask_rcnn_test(mask_rcnn_runs):
+    """``mim test mmdet`` of the saved checkpoint: COCO box and mask mAP."""
+    assert_map(coco_metrics(mask_rcnn_runs['logs']['test'], 'test'), 'bbox',
+               'segm')
+
+
+def test_mask_rcnn_resume_continues_the_warm_up(mask_rcnn_runs):
+    """``mim train --resume`` continues where the checkpoint stopped: no
+    epoch trained again, and the first iteration after it continues the
+    500-iteration warm-up (lr 1e-4 * (0.001 + 0.999 * 4 / 499), mmengine's
+    LinearLR over 499 steps) instead of
+    restarting it. (test_resume.py checks that it is the uninterrupted
+    run.)"""
+    log = mask_rcnn_runs['logs']['resumed']
+    assert f'resumed epoch: {KILL_AFTER}, iter: ' \
+        f'{KILL_AFTER * ITERS_PER_EPOCH}' in log
+    assert not train_lines(log, KILL_AFTER)
+    lines = train_lines(log, KILL_AFTER + 1)
+    assert len(lines) == ITERS_PER_EPOCH
+    assert 'lr: 9.0080e-07' in lines[0]
+    assert_map(coco_metrics(log, 'val'), 'bbox', 'segm')
 
 
 def test_retinanet_train(shapes, tmp_path):
@@ -171,11 +175,10 @@ def test_amp_step(shapes, tmp_path, monkeypatch):
     R-CNN's training step calls mmcv's CPU NMS, which has no bf16 kernel
     (on a GPU, ``--amp`` runs fp16 with mmcv's CUDA kernels).
     """
+    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_wrapper
     from mmengine.config import Config
     from mmengine.optim import build_optim_wrapper
     from mmengine.runner import Runner
-
-    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_wrapper
     train, val = shapes
     config = write_tiny_detection_config(
         str(tmp_path / 'retinanet_tiny.py'), RETINANET, train, val,

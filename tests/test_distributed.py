@@ -18,7 +18,8 @@ import torch.distributed as dist
 from helpers.ade_shapes import make_ade_shapes
 from helpers.archs import TINY_ARCH
 from helpers.commands import free_port, run_command, scalars_records
-from helpers.configs import (write_tiny_detection_config,
+from helpers.configs import (MASK_RCNN_NARROW_HEADS,
+                             write_tiny_detection_config,
                              write_tiny_segmentation_config)
 from helpers.mim import MIM
 from helpers.paths import REPO
@@ -52,17 +53,6 @@ RUN = dict(
     custom_hooks=[dict(type='RNGStateHook'),
                   dict(type='RankDigestsHook')])
 
-# The RoI heads at 64 channels (not 256 / 1024): on a CPU they and their
-# gradient all-reduce would take most of the time.
-NARROW_HEADS = dict(
-    neck=dict(out_channels=64),
-    rpn_head=dict(in_channels=64, feat_channels=64),
-    roi_head=dict(
-        bbox_roi_extractor=dict(out_channels=64),
-        bbox_head=dict(in_channels=64, fc_out_channels=64),
-        mask_roi_extractor=dict(out_channels=64),
-        mask_head=dict(in_channels=64, conv_out_channels=64)))
-
 
 def write_mask_rcnn(root, variant):
     # 4 images, 2 ranks x 2 images: one iteration per epoch, each rank
@@ -74,7 +64,7 @@ def write_mask_rcnn(root, variant):
         MASK_RCNN,
         train,
         val,
-        model=dict(backbone=VARIANTS[variant], **NARROW_HEADS),
+        model=dict(backbone=VARIANTS[variant], **MASK_RCNN_NARROW_HEADS),
         train_cfg=dict(max_epochs=NUM_ITERS, val_begin=1000),
         default_hooks=dict(
             logger=dict(interval=1), checkpoint=dict(interval=NUM_ITERS)),

@@ -8,8 +8,8 @@ import resource
 
 import torch
 
-from mmcrossformer.models import CrossFormer, DynamicPositionBias
-from mmcrossformer.models import grouping, position_bias
+from mmcrossformer.models import (CrossFormer, DynamicPositionBias, grouping,
+                                  position_bias)
 
 SMALL = dict(embed_dims=16, depths=[1, 2, 2, 2], num_heads=[1, 2, 2, 4])
 
@@ -62,8 +62,8 @@ def test_memory_stays_flat_over_input_sizes():
     print(f'memory held: {growth:+.1f} MiB over {len(sizes) - 5} sizes')
     assert growth < 64
     # The caches are shared and bounded, whatever sizes ran.
-    assert grouping._cached_key_padding_mask.cache_info().currsize <= 128
-    assert position_bias._cached_relative_tables.cache_info().currsize <= 256
+    assert grouping.key_padding_mask.cache_info().currsize <= 128
+    assert position_bias.relative_tables.cache_info().currsize <= 256
     for module in model.modules():
         if isinstance(module, DynamicPositionBias):
             assert len(module._outputs) <= 8
@@ -72,7 +72,8 @@ def test_memory_stays_flat_over_input_sizes():
 def test_position_tables_are_per_axis():
     """The gather tables of a 25x42 group hold 25^2 + 42^2 indices, not
     (25*42)^2; the bias they give is the pairwise one."""
-    offsets, rows, cols = position_bias._relative_tables(25, 42, 'cpu')
+    offsets, rows, cols = position_bias.relative_tables(
+        25, 42, torch.device('cpu'))
     assert rows.numel() == 25 * 25 and cols.numel() == 42 * 42
     assert offsets.shape == ((2 * 25 - 1) * (2 * 42 - 1), 2)
     dpb = DynamicPositionBias(4, 2)

@@ -5,16 +5,20 @@ entry's parameter count is what its config builds (and, for the smallest
 classifiers, its FLOPs at 224x224); every config applies the one
 weight-decay policy of ``configs/_base_/crossformer.py``; mmpretrain's model
 hub lists and builds the classifiers after ``import mmcrossformer``; the
-README's model-zoo tables are the ones the metafiles generate.
+model-zoo tables of ``configs/README.md`` are the ones the metafiles
+generate.
 """
+import contextlib
 import glob
 import importlib
+import importlib.util
 import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
+from helpers.building import uninitialised_weights
 from helpers.paths import REPO
 from mmengine.config import Config
 from mmengine.model import revert_sync_batchnorm
@@ -92,11 +96,15 @@ def test_model_index_imports_every_metafile():
 @pytest.fixture(scope='module', params=CONFIGS)
 def built(request):
     """``(config path, Config, model)``, built once for the tests of a
-    config (module scope: pytest runs them together, one model alive)."""
+    config (module scope: pytest runs them together, one model alive);
+    without drawing initial weights, except where FLOPs are counted (which
+    runs the model)."""
     cfg = Config.fromfile(osp.join(REPO, request.param))
     scope = cfg.default_scope
     registry = importlib.import_module(f'{scope}.registry').MODELS
-    with DefaultScope.overwrite_default_scope(scope):
+    weights = (contextlib.nullcontext() if request.param in FLOPS_COUNTED
+               else uninitialised_weights())
+    with DefaultScope.overwrite_default_scope(scope), weights:
         model = revert_sync_batchnorm(registry.build(cfg.model))
     return request.param, cfg, model
 
@@ -194,44 +202,64 @@ def test_mmpretrain_get_model_builds_the_classifier(tmp_path):
 
 
 # ------------------------------------------------------------- the tables
-def run_table_tool(*args):
-    return subprocess.run([sys.executable, TABLE_TOOL, *args],
-                          capture_output=True, text=True, cwd=REPO)
+@pytest.fixture(scope='module')
+def table_tool():
+    """``tools/misc/model_zoo_table.py`` as a module (its ``main(argv)`` is
+    the command line; run here, not in a new interpreter)."""
+    spec = importlib.util.spec_from_file_location('model_zoo_table',
+                                                  TABLE_TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def test_table_tool_updates_only_between_the_markers(tmp_path):
+def run_table_tool(tool, capsys, *args):
+    """``(exit code, stdout, stderr)`` of the tool's command line."""
+    capsys.readouterr()
+    code = tool.main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_table_tool_updates_only_between_the_markers(tmp_path, table_tool,
+                                                     capsys):
     readme = tmp_path / 'README.md'
     readme.write_text('# title\n<!-- model-zoo:start -->\nold table\n'
                       '<!-- model-zoo:end -->\nafter\n')
-    out = run_table_tool('--update', str(readme))
-    assert out.returncode == 0, out.stderr
+    code, _, err = run_table_tool(table_tool, capsys, '--check', readme)
+    assert code == 1 and '--update' in err
+    code, _, err = run_table_tool(table_tool, capsys, '--update', readme)
+    assert code == 0, err
     text = readme.read_text()
     assert text.startswith('# title\n<!-- model-zoo:start -->\n')
     assert text.endswith('\n<!-- model-zoo:end -->\nafter\n')
     assert 'old table' not in text
     for model in MODELS:
-        assert f"| [{model['Name']}]({model['Config']}) |" in text, (
-            model['Name'])
+        # Links relative to the updated file's folder.
+        link = osp.relpath(osp.join(REPO, model['Config']), tmp_path)
+        assert f"| [{model['Name']}]({link}) |" in text, model['Name']
+    assert text.splitlines()[2] == '## Image Classification'
     assert '(official) |' in text.splitlines()[4]
-    again = run_table_tool('--update', str(readme))
-    assert 'up to date' in again.stdout and readme.read_text() == text
+    code, out, _ = run_table_tool(table_tool, capsys, '--update', readme)
+    assert code == 0 and 'up to date' in out and readme.read_text() == text
+    assert run_table_tool(table_tool, capsys, '--check', readme)[0] == 0
 
     readme.write_text('no markers\n')
-    out = run_table_tool('--update', str(readme))
-    assert out.returncode == 1
-    assert 'model-zoo:start' in out.stderr
+    code, _, err = run_table_tool(table_tool, capsys, '--update', readme)
+    assert code == 1
+    assert 'model-zoo:start' in err
     assert readme.read_text() == 'no markers\n'
 
 
-def test_readme_tables_are_the_generated_ones():
-    with open(osp.join(REPO, 'README.md'), encoding='utf-8') as f:
+def test_configs_readme_tables_are_the_generated_ones(table_tool, capsys):
+    """``configs/README.md`` holds the tables, linking its own folder's
+    configs; the README points to it."""
+    path = osp.join(REPO, 'configs', 'README.md')
+    code, out, err = run_table_tool(table_tool, capsys, '--check', path)
+    assert code == 0, err
+    with open(path, encoding='utf-8') as f:
         text = f.read()
-    start, end = '<!-- model-zoo:start -->\n', '\n<!-- model-zoo:end -->'
-    assert start in text and end in text, (
-        'README.md has no model-zoo markers')
-    table = text[text.index(start) + len(start):text.index(end)]
-    out = run_table_tool()
-    assert out.returncode == 0, out.stderr
-    assert table == out.stdout.rstrip('\n'), (
-        'README.md model zoo is stale: run python '
-        'tools/misc/model_zoo_table.py --update README.md')
+    for model in MODELS:
+        assert f"]({osp.basename(model['Config'])}) |" in text
+    with open(osp.join(REPO, 'README.md'), encoding='utf-8') as f:
+        assert '(configs/README.md)' in f.read()

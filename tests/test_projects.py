@@ -7,9 +7,10 @@ heads are kept, so the project's ``in_channels`` wiring is exercised as
 written), the checkpoint (a generated one, loaded through the project's own
 ``init_cfg``) and the image size (with it the segmentors' fixed padding size
 and number of mask points, and two-stage DETRs' number of queries, which
-cannot exceed the encoder's tokens). The model is built with the registry of the config's
-``default_scope`` package, its optimizer from the config's ``optim_wrapper``,
-and ``model.train_step`` runs on generated images and labels.
+cannot exceed the encoder's tokens). The model is built with the registry
+of the config's ``default_scope`` package, its optimizer from the config's
+``optim_wrapper``, and ``model.train_step`` runs on generated images and
+labels.
 """
 import glob
 import importlib

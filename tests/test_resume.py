@@ -1,43 +1,35 @@
 """Resume that loses nothing, and checkpoints refused with a clear message.
 
-A tiny Mask R-CNN derived from the shipped config (random flip, drop path
-and RoI sampling, so every generator matters) trains 4 epochs of 2
-iterations with a checkpoint per epoch and a validation after epochs 2 and
-4 (CPU, one thread, deterministic): once uninterrupted, once killed with
-SIGKILL right after its second checkpoint and then resumed with
-``mim train --resume``. The losses of iterations 5-8, the validation after
-them and the final weights equal the uninterrupted run's (1e-6 relative).
-Resumed from the same checkpoint without ``RNGStateHook``, they do not:
-that is what the hook is for.
+The tiny Mask R-CNN runs of :mod:`helpers.mask_rcnn_runs` (3 epochs of 2
+iterations, a checkpoint per epoch; CPU, one thread, deterministic): once
+uninterrupted, once killed with SIGKILL right after its second checkpoint
+and then resumed with ``mim train --resume``. The losses of iterations 5-6,
+the validation after them and the final weights equal the uninterrupted
+run's (1e-6 relative). Resumed from the same checkpoint without
+``RNGStateHook``, they do not: that is what the hook is for.
 
-``mim test --checkpoint`` and ``mim train --resume`` refuse a truncated
-checkpoint and a file that is not one with a message naming the file and
-the problem, without a traceback out of ``torch.load``.
+A truncated checkpoint and a file that is not one are refused with a
+message naming the file and the problem, without a traceback out of
+``torch.load``: through the real ``mim test --checkpoint`` (truncated) and
+``mim train --resume`` (not a checkpoint), and both kinds through the
+Runner calls those commands make (``runner.test()`` with ``load_from``,
+``runner.train()`` with ``resume``), in this process.
 """
 import glob
 import os.path as osp
-import shutil
 
 import pytest
 import torch
-from helpers.commands import (run_command, run_mim_expecting_failure,
-                              scalars_records)
-from helpers.configs import write_derived_config, write_tiny_detection_config
-from helpers.mim import MIM, run_mim
+from helpers.commands import run_mim_expecting_failure, scalars_records
+from helpers.mask_rcnn_runs import (ITERS_PER_EPOCH, KILL_AFTER, MAX_EPOCHS,
+                                    RESUMED_STEPS, RNG_HOOK)
 from helpers.paths import REPO
 from mmengine.config import Config
 
-from mmcrossformer.datasets import make_coco_shapes
+from mmcrossformer.models.checkpoint import CheckpointError
 
 pytestmark = pytest.mark.usefixtures('one_thread')
-MASK_RCNN = osp.join(REPO, 'configs', 'maskrcnn_crossformer_s_fpn_1x_coco.py')
-MAX_EPOCHS = 4
-ITERS_PER_EPOCH = 2  # 4 images, batch 2
-KILL_AFTER = 2  # checkpoints
-RESUMED_STEPS = list(
-    range(KILL_AFTER * ITERS_PER_EPOCH + 1, MAX_EPOCHS * ITERS_PER_EPOCH + 1))
 RTOL = 1e-6
-RNG_HOOK = dict(type='RNGStateHook')
 
 
 def train_losses(records, steps):
@@ -89,83 +81,8 @@ def max_weight_error(path_a, path_b) -> float:
 
 
 @pytest.fixture(scope='module')
-def runs(tmp_path_factory):
-    """The uninterrupted run, the killed and resumed one, and a resume of
-    the same checkpoint without RNGStateHook; their work dirs and logs."""
-    root = tmp_path_factory.mktemp('resume')
-    train = make_coco_shapes(root / 'coco', 4, split='train')
-    val = make_coco_shapes(root / 'coco', 2, split='val')
-    config = write_tiny_detection_config(
-        str(root / 'maskrcnn_tiny.py'),
-        MASK_RCNN,
-        train,
-        val,
-        train_cfg=dict(max_epochs=MAX_EPOCHS, val_interval=2),
-        default_hooks=dict(
-            logger=dict(interval=1), checkpoint=dict(interval=1)),
-        log_processor=dict(window_size=1),  # raw losses in the json log
-        randomness=dict(seed=0),
-        custom_hooks=[RNG_HOOK])
-    killed_config = write_derived_config(
-        str(root / 'maskrcnn_tiny_killed.py'), config,
-        dict(
-            custom_imports=dict(
-                imports=['mmcrossformer', 'helpers.train_hooks'],
-                allow_failed_imports=False),
-            custom_hooks=[
-                RNG_HOOK,
-                dict(
-                    type='KillAfterCheckpointsHook',
-                    num_checkpoints=KILL_AFTER)
-            ]))
-    no_hook_config = write_derived_config(
-        str(root / 'maskrcnn_tiny_no_rng_hook.py'), config,
-        dict(custom_hooks=[]))
-    dirs = {
-        name: root / name
-        for name in ('uninterrupted', 'resumed', 'resumed_without_hook')
-    }
-
-    logs = dict(
-        uninterrupted=run_mim(
-            'train',
-            'mmdet',
-            config,
-            '--work-dir',
-            dirs['uninterrupted'],
-            cwd=root))
-    logs['killed'] = run_command(
-        [MIM, 'train', 'mmdet', killed_config, '--work-dir', dirs['resumed']],
-        cwd=root,
-        expect_failure=True)
-    killed_records = scalars_records(dirs['resumed'])
-    checkpoint = dirs['resumed'] / f'epoch_{KILL_AFTER}.pth'
-    dirs['resumed_without_hook'].mkdir()
-    copy = shutil.copy(checkpoint, dirs['resumed_without_hook'])
-    # --resume without a path: the checkpoint named in last_checkpoint.
-    logs['resumed'] = run_mim(
-        'train',
-        'mmdet',
-        config,
-        '--work-dir',
-        dirs['resumed'],
-        '--resume',
-        cwd=root)
-    logs['resumed_without_hook'] = run_mim(
-        'train',
-        'mmdet',
-        no_hook_config,
-        '--work-dir',
-        dirs['resumed_without_hook'],
-        '--resume',
-        copy,
-        cwd=root)
-    return dict(
-        root=root,
-        config=config,
-        dirs=dirs,
-        logs=logs,
-        killed_records=killed_records)
+def runs(mask_rcnn_runs):
+    return mask_rcnn_runs
 
 
 def test_killed_run_stopped_after_its_second_checkpoint(runs):
@@ -224,7 +141,7 @@ def bad_checkpoints(runs):
     data = good.read_bytes()
     truncated.write_bytes(data[:len(data) // 2])
     text = runs['root'] / 'notes.pth'
-    text.write_text('epoch 4: loss 1.23\n')
+    text.write_text('epoch 3: loss 1.23\n')
     return {
         'truncated': (truncated, 'is truncated or corrupt'),
         'text': (text, 'is not a PyTorch checkpoint')
@@ -238,9 +155,8 @@ def assert_refused(out, path, problem):
     assert 'UnpicklingError' not in out
 
 
-@pytest.mark.parametrize('kind', ['truncated', 'text'])
-def test_mim_test_refuses_a_bad_checkpoint(runs, bad_checkpoints, kind):
-    path, problem = bad_checkpoints[kind]
+def test_mim_test_refuses_a_truncated_checkpoint(runs, bad_checkpoints):
+    path, problem = bad_checkpoints['truncated']
     out = run_mim_expecting_failure(
         'test',
         'mmdet',
@@ -248,24 +164,46 @@ def test_mim_test_refuses_a_bad_checkpoint(runs, bad_checkpoints, kind):
         '--checkpoint',
         path,
         '--work-dir',
-        runs['root'] / f'test_{kind}',
+        runs['root'] / 'test_truncated',
         cwd=runs['root'])
     assert_refused(out, path, problem)
 
 
-def test_resume_refuses_a_truncated_checkpoint(runs, bad_checkpoints):
-    path, problem = bad_checkpoints['truncated']
+def test_resume_refuses_a_file_that_is_no_checkpoint(runs, bad_checkpoints):
+    path, problem = bad_checkpoints['text']
     out = run_mim_expecting_failure(
         'train',
         'mmdet',
         runs['config'],
         '--work-dir',
-        runs['root'] / 'resume_truncated',
+        runs['root'] / 'resume_text',
         '--resume',
         path,
         cwd=runs['root'])
     assert_refused(out, path, problem)
-    assert 'resume from an earlier checkpoint' in out
+
+
+@pytest.mark.parametrize('mode, kind', [('test', 'text'),
+                                        ('resume', 'truncated')])
+def test_runner_refuses_a_bad_checkpoint(runs, bad_checkpoints, tmp_path,
+                                         mode, kind):
+    """The two cases the commands above do not run, through the Runner
+    calls the commands make, in this process: what mmdet's
+    ``tools/test.py`` does with ``--checkpoint`` (``load_from``,
+    ``runner.test()``) and ``tools/train.py`` with ``--resume PATH``
+    (``resume``, ``runner.train()``)."""
+    from mmengine.runner import Runner
+    path, problem = bad_checkpoints[kind]
+    cfg = Config.fromfile(runs['config'])
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.load_from = str(path)
+    cfg.resume = mode == 'resume'
+    runner = Runner.from_cfg(cfg)
+    with pytest.raises(CheckpointError) as error:
+        runner.test() if mode == 'test' else runner.train()
+    assert f'{path} {problem}' in str(error.value)
+    if kind == 'truncated':
+        assert 'resume from an earlier checkpoint' in str(error.value)
 
 
 # The runnable configs of projects/ and the demo; those of configs/ are

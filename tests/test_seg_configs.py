@@ -3,6 +3,7 @@ official models, the published ADE20K checkpoints' key layout loading
 strictly after conversion, the optimizer / schedule they configure, and one
 training step through each config (reduced arch, small crops, real data
 pipeline on a generated ADE20K-layout dataset)."""
+import contextlib
 import json
 import os.path as osp
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from helpers.ade_shapes import SCENE_CLASSES, make_ade_shapes
 from helpers.archs import TINY_ARCH
+from helpers.building import uninitialised_weights
 from helpers.configs import write_tiny_segmentation_config
 from helpers.paths import REPO, reference_path
 from helpers.training import unchanged_parameters
@@ -56,11 +58,15 @@ def load_config(name: str) -> Config:
     return Config.fromfile(osp.join(REPO, 'configs', name))
 
 
-def build_segmentor(model_cfg):
+def build_segmentor(model_cfg, initialise: bool = True):
     """The segmentor of a config, SyncBN reverted to BN as mmengine's runner
-    does for a non-distributed run."""
+    does for a non-distributed run; without drawing its initial weights
+    unless ``initialise`` (for the parameter counts and key layouts)."""
     from mmseg.registry import MODELS
-    return revert_sync_batchnorm(MODELS.build(model_cfg))
+    weights = (contextlib.nullcontext() if initialise
+               else uninitialised_weights())
+    with weights:
+        return revert_sync_batchnorm(MODELS.build(model_cfg))
 
 
 def num_params(model) -> int:
@@ -75,7 +81,8 @@ def zoo_params(name: str) -> int:
 def test_upernet_params_and_official_checkpoint_layout(variant):
     with open(reference_path('crossformer_official_dense_keys.json')) as f:
         reference = json.load(f)[UPERNET_KEYS[variant]]
-    model = build_segmentor(load_config(UPERNET[variant]).model)
+    model = build_segmentor(load_config(UPERNET[variant]).model,
+                            initialise=False)
     assert num_params(model) == zoo_params(UPERNET[variant])
     assert round(zoo_params(UPERNET[variant]) / 1e6, 2) == (
         reference['params_M'])
@@ -94,7 +101,8 @@ def test_upernet_params_and_official_checkpoint_layout(variant):
 
 @pytest.mark.parametrize('variant', 'sbl')
 def test_fpn_params(variant):
-    model = build_segmentor(load_config(FPN[variant]).model)
+    model = build_segmentor(load_config(FPN[variant]).model,
+                            initialise=False)
     assert num_params(model) == zoo_params(FPN[variant])
     official = ZOO[f'configs/{FPN[variant]}']['Official']['Parameters']
     assert f'{zoo_params(FPN[variant]) / 1e6:.1f}M' == official

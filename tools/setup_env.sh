@@ -36,7 +36,7 @@ mkdir -p "$STAMP_DIR"
 # Re-run when the pins, the requirements, this script or setup.py change.
 HASH="$(cat "$CONSTRAINTS" requirements/*.txt "$0" setup.py 2>/dev/null | sha256sum | cut -c1-16)"
 STAMP="$STAMP_DIR/.mmcrossformer-setup-$HASH"
-if [[ -f "$STAMP" ]] && "$PY" -c "import mmcrossformer, mmcv.ops, mmdet, mmseg, mmpretrain" 2>/dev/null; then
+if [[ -f "$STAMP" ]] && "$PY" -c "import mmcrossformer, mmcv.ops, mmdet, mmseg, mmpretrain, onnxruntime, onnxscript" 2>/dev/null; then
     log "environment up to date ($PY)"
     exit 0
 fi
@@ -80,9 +80,9 @@ if ! "$PY" -c "from mmcv.ops import nms, roi_align" 2>/dev/null \
         || die "mmcv installed without its compiled ops (mmcv._ext); delete $WHEEL_DIR and re-run"
 fi
 
-log "mmengine, mmdet, mmsegmentation, mmpretrain, test and lint tools"
+log "mmengine, mmdet, mmsegmentation, mmpretrain, test and lint tools, ONNX export (deploy extra)"
 quiet_stderr "${PIP_INSTALL[@]}" -q "mmengine==0.10.7" "mmdet==3.3.0" "mmsegmentation==1.2.2" \
-    "mmpretrain==1.2.0" ftfy regex -r requirements/tests.txt
+    "mmpretrain==1.2.0" ftfy regex -r requirements/tests.txt -r requirements/deploy.txt
 
 # openmim 0.3.9 requires opendatalab -> openxlab, which pins setuptools 60.2
 # (no pkg_resources fixes, breaks mmcv's setup) and old requests. `mim
@@ -97,12 +97,14 @@ quiet_stderr "${PIP_INSTALL[@]}" -q --no-build-isolation --no-deps -e .
 
 "$PY" - <<'PY'
 import mmcv, mmdet, mmseg, mmpretrain, mmengine, torch, torchvision
+import onnx, onnxruntime, onnxscript
 from mmcv.ops import nms, roi_align  # noqa: F401  compiled ops present
 import mmcrossformer
 print(f"[setup] torch {torch.__version__}, torchvision {torchvision.__version__}, "
       f"mmcv {mmcv.__version__}, mmengine {mmengine.__version__}, mmdet {mmdet.__version__}, "
       f"mmseg {mmseg.__version__}, mmpretrain {mmpretrain.__version__}, "
-      f"mmcrossformer {mmcrossformer.__version__}")
+      f"onnx {onnx.__version__}, onnxscript {onnxscript.__version__}, "
+      f"onnxruntime {onnxruntime.__version__}, mmcrossformer {mmcrossformer.__version__}")
 PY
 # mim finds a package's configs, tools and model index in <package>/.mim,
 # looking where pip's metadata says the package is. A PEP 660 editable

@@ -33,6 +33,18 @@ crossformerpp_dense_backbone = dict(
         crossformer_dense_backbone['init_cfg'],
         checkpoint='checkpoints/crossformerpp-s_mm.pth'))
 
+# CrossFormer++-B for the ++B dense configs, which are derivations (the
+# official ++B dense backbone cannot be built): the ++S dense backbone with
+# the ++B ImageNet backbone and its weights, and drop path 0.3 (its ImageNet
+# value, as the ICLR B configs take theirs).
+crossformerpp_b_dense_backbone = dict(
+    crossformerpp_dense_backbone,
+    arch='pp-base',
+    drop_path_rate=0.3,
+    init_cfg=dict(
+        crossformerpp_dense_backbone['init_cfg'],
+        checkpoint='checkpoints/crossformerpp-b_mm.pth'))
+
 # Weight decay, the same rule in every config: none on 1-D parameters (the
 # weights and biases of every norm layer, every bias), full decay on every
 # weight matrix and conv kernel. It is the official ImageNet rule

@@ -12,7 +12,7 @@ import os.path as osp
 import sys
 from typing import Dict
 
-from ..fileio import load_checkpoint_file, save_atomic
+from ..fileio import load_checkpoint_file, refuse_overwrite, save_atomic
 from ..models.checkpoint import (CheckpointError, convert_state_dict,
                                  unwrap_state_dict)
 from ..models.presets import display_name
@@ -40,8 +40,7 @@ def convert_file(src: str, dst: str, overwrite: bool = False,
         ``dst``. Raises :class:`CheckpointError` on bad input, before
         anything is written.
     """
-    if osp.exists(dst) and not overwrite:
-        raise CheckpointError(f'{dst} exists; pass --overwrite to replace it')
+    refuse_overwrite(dst, overwrite)  # before reading SRC; save_atomic again
     if osp.abspath(src) == osp.abspath(dst):
         raise CheckpointError('SRC and DST are the same file')
     state_dict = unwrap_state_dict(load_checkpoint_file(src, allow_pickle))

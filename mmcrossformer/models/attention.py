@@ -18,9 +18,9 @@ class GroupAttention(BaseModule):
     """Self-attention within each group of embeddings (the attention of LSDA).
 
     The attention logits get the DPB bias of the group shape, and padded keys
-    an additive mask; both go to the fused attention kernel as one additive
-    mask (see :func:`~.attention_kernel.biased_attention`), so no ``(groups,
-    heads, N, N)`` attention matrix is kept for backward.
+    an additive mask; both go with the packed qkv projection to the fused
+    attention kernel (see :func:`~.attention_kernel.biased_attention`), so no
+    ``(groups, heads, N, N)`` attention matrix or mask is kept for backward.
 
     Args:
         embed_dims (int): Channels ``C``.
@@ -69,17 +69,10 @@ class GroupAttention(BaseModule):
         Returns:
             Tensor: ``(B * num_groups, N, C)``.
         """
-        batch_groups, num_tokens, channels = x.shape
-        head_dims = channels // self.num_heads
-        num_groups = 1 if key_padding_mask is None else len(key_padding_mask)
-        qkv = self.qkv(x).view(-1, num_groups, num_tokens, 3, self.num_heads,
-                               head_dims).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv.unbind(0)  # (B, nG, heads, N, head_dims)
-        mask = self.position_bias.group_bias(*group_shape).unsqueeze(0)
-        if key_padding_mask is not None:
-            padding = key_padding_mask.to(mask.dtype) * PADDING_MASK_VALUE
-            mask = mask + padding[:, None, None, :]  # (nG, heads, N, N)
-        x = biased_attention(q, k, v, mask, self.scale, self.attn_drop_rate,
-                             self.training)
-        x = x.transpose(-3, -2).reshape(batch_groups, num_tokens, channels)
+        bias = self.position_bias.group_bias(*group_shape)  # (heads, N, N)
+        padding = None
+        if key_padding_mask is not None:  # (nG, N)
+            padding = key_padding_mask.to(bias.dtype) * PADDING_MASK_VALUE
+        x = biased_attention(self.qkv(x), bias, padding, self.scale,
+                             self.attn_drop_rate, self.training)
         return self.proj_drop(self.proj(x))

@@ -1,20 +1,59 @@
-"""Scaled dot-product attention with an additive mask that needs a gradient.
+"""Grouped multi-head attention with an additive bias that needs a gradient.
 
 LSDA adds the DPB position bias to the logits, and the bias is a function of
 trained weights. ``F.scaled_dot_product_attention`` falls back to its math
 path whenever ``attn_mask`` requires grad, which keeps a ``(groups, heads,
 N, N)`` attention matrix of every block for backward: with long-distance
 groups of ~1000 embeddings these are the largest tensors of a training step.
-:func:`biased_attention` instead runs the fused kernel forward (saving only
-q, k, v, the mask and the output) and recomputes the attention in backward,
-a bounded number of groups at a time, to get the gradients of q, k, v and
-of the mask.
+:func:`biased_attention` instead runs the fused kernel forward, saving only
+the packed ``qkv`` projection, the bias, the padding and the output, and
+recomputes the attention in backward a few heads at a time to get the
+gradients of ``qkv`` and of the bias:
+
+- the recomputed ``(heads, N, N)`` tiles are small (:data:`BACKWARD_CHUNK_
+  ELEMENTS`) and reused from one step of the loop to the next, so on a CPU
+  they stay in cache and never come from fresh pages (a tensor of more than
+  32 MiB is a new ``mmap`` for glibc, whose page faults cost more than the
+  arithmetic on it);
+- the gradient of ``qkv`` is written in its packed layout, and the bias
+  gradient is summed over groups and images tile by tile, so neither a
+  ``(groups, heads, N, N)`` mask gradient nor the copies of autograd's
+  unbind / permute backward are ever made.
 """
+import itertools
+from typing import Optional, Tuple
+
 import torch
 import torch.nn.functional as F
 
-# Attention logits held at once in backward (elements of S / P / dS each).
-BACKWARD_CHUNK_ELEMENTS = 1 << 23
+from .caching import capturing_graph
+
+# Logits recomputed at once in backward (elements of each of the two tiles,
+# S/P and dS): 2**20 float32 elements = 4 MiB. One head of one group is never
+# split, so a tile holds at least N * N elements.
+BACKWARD_CHUNK_ELEMENTS = 1 << 20
+
+
+def split_qkv(qkv: torch.Tensor, num_groups: int, num_heads: int
+              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Views ``q, k, v``, each ``(B, num_groups, heads, N, head_dims)``, of a
+    packed projection ``(B * num_groups, N, 3 * C)``."""
+    batch_groups, length, channels3 = qkv.shape
+    head_dims = channels3 // (3 * num_heads)
+    # (B, nG, N, 3, heads, d) -> (3, B, nG, heads, N, d)
+    return qkv.view(-1, num_groups, length, 3, num_heads,
+                    head_dims).permute(3, 0, 1, 4, 2, 5).unbind(0)
+
+
+def attention_mask(bias: torch.Tensor,
+                   padding: Optional[torch.Tensor]) -> torch.Tensor:
+    """The additive mask ``(1 or num_groups, heads, N, N)``: the bias
+    ``(heads, N, N)`` of every group, plus ``padding`` ``(num_groups, N)``
+    on the keys of each group."""
+    mask = bias.unsqueeze(0)
+    if padding is not None:
+        mask = mask + padding.to(mask.dtype)[:, None, None, :]
+    return mask
 
 
 def grouped_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -40,90 +79,147 @@ def grouped_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     ])
 
 
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(B, G, heads, N, d)`` -> ``(B * G, N, heads * d)``."""
+    batch, groups, heads, length, head_dims = x.shape
+    return x.transpose(2, 3).reshape(batch * groups, length, heads * head_dims)
+
+
+def _tile_shape(num_groups: int, num_heads: int, length: int):
+    """(groups, heads) recomputed at once: whole groups while a group's
+    heads fit in :data:`BACKWARD_CHUNK_ELEMENTS`, else a few heads."""
+    per_group = num_heads * length * length
+    if per_group <= BACKWARD_CHUNK_ELEMENTS:
+        return min(num_groups, BACKWARD_CHUNK_ELEMENTS // per_group), num_heads
+    return 1, max(1, BACKWARD_CHUNK_ELEMENTS // (length * length))
+
+
 class _BiasedAttention(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, scale):
+    def forward(ctx, qkv, bias, padding, num_groups, scale):
+        num_heads = bias.shape[0]
+        # Detached: SDPA takes its math path for a mask that requires grad,
+        # even without grad mode.
         with torch.no_grad():
-            out = grouped_sdpa(q, k, v, mask, scale)
-        # Kept as (B, G, N, heads, d), the layout the output projection reads,
-        # so that the projection's saved input is this same storage.
-        out = out.transpose(-3, -2).contiguous().transpose(-3, -2)
-        ctx.save_for_backward(q, k, v, mask, out)
-        ctx.scale = scale
+            out = grouped_sdpa(
+                *split_qkv(qkv.detach(), num_groups, num_heads),
+                attention_mask(bias.detach(), padding), scale)
+        # (B * G, N, C), the layout the output projection reads, so that the
+        # projection's saved input is this same storage.
+        out = merge_heads(out)
+        ctx.save_for_backward(qkv, bias, padding, out)
+        ctx.num_groups, ctx.scale = num_groups, scale
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, mask, out = ctx.saved_tensors
-        scale = ctx.scale
-        batch, groups, heads, length, _ = q.shape
-        shared_mask = mask.shape[0] == 1
-        grad_q, grad_k, grad_v = (torch.empty_like(t) for t in (q, k, v))
+        qkv, bias, padding, out = ctx.saved_tensors
+        scale, num_groups = ctx.scale, ctx.num_groups
+        num_heads, length = bias.shape[:2]
+        q, k, v = split_qkv(qkv, num_groups, num_heads)
+        batch, _, _, _, head_dims = q.shape
+        grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+        grad_q, grad_k, grad_v = split_qkv(grad_qkv, num_groups, num_heads)
+        # (B * G, N, C) -> (B, G, heads, N, d), like q.
+        out, grad_out = (t.reshape(batch, num_groups, length, num_heads,
+                                   head_dims).transpose(2, 3)
+                         for t in (out, grad_out))
         # Half-precision inputs are recomputed in float32, float64 in float64.
-        compute = torch.promote_types(q.dtype, torch.float32)
-        grad_mask = torch.zeros(mask.shape, dtype=compute, device=mask.device)
-        step = max(1, BACKWARD_CHUNK_ELEMENTS // (heads * length * length))
-        for b in range(batch):
-            for g0 in range(0, groups, step):
-                g1 = min(groups, g0 + step)
-                qc, kc, vc, oc, doc = (t[b, g0:g1].to(compute) for t in (
-                    q, k, v, out, grad_out))
-                mc = mask if shared_mask else mask[g0:g1]
-                # Recompute P = softmax(scale * q k^T + mask).
-                probs = torch.baddbmm(
-                    mc.to(compute).expand(g1 - g0, -1, -1, -1).flatten(0, 1),
-                    qc.flatten(0, 1), kc.flatten(0, 1).transpose(1, 2),
-                    alpha=scale).softmax(-1).view(g1 - g0, heads, length, -1)
-                grad_v[b, g0:g1] = (probs.transpose(-2, -1) @ doc).to(v.dtype)
-                # dS = P * (dP - rowsum(dO * O)), dP = dO v^T.
-                grad_s = doc @ vc.transpose(-2, -1)
-                grad_s -= (doc * oc).sum(-1, keepdim=True)
-                grad_s *= probs
-                del probs
-                if shared_mask:
-                    grad_mask += grad_s.sum(0, keepdim=True)
-                else:
-                    grad_mask[g0:g1] += grad_s
-                grad_q[b, g0:g1] = (grad_s @ kc * scale).to(q.dtype)
-                grad_k[b, g0:g1] = (grad_s.transpose(-2, -1) @ qc *
-                                    scale).to(k.dtype)
-        return grad_q, grad_k, grad_v, grad_mask.to(mask.dtype), None
+        compute = torch.promote_types(qkv.dtype, torch.float32)
+        bias_dtype, bias = bias.dtype, bias.to(compute)
+        grad_bias = torch.zeros_like(bias)
+        if padding is not None:
+            padding = padding.to(compute)
+        # rowsum(dO * O): (B, G, heads, N, 1).
+        delta = (grad_out.to(compute) * out).sum(-1, keepdim=True)
+        q_scaled = q * scale
+        group_step, head_step = _tile_shape(num_groups, num_heads, length)
+        tiles = [torch.empty(group_step * head_step, length, length,
+                             dtype=compute, device=qkv.device)
+                 for _ in range(2)]
+        # Heads outermost: one head's bias and bias gradient stay in cache
+        # while its groups go by.
+        for h0, b, g0 in itertools.product(
+                range(0, num_heads, head_step), range(batch),
+                range(0, num_groups, group_step)):
+            h1 = min(num_heads, h0 + head_step)
+            g1 = min(num_groups, g0 + group_step)
+            count = (g1 - g0) * (h1 - h0)
+            index = (b, slice(g0, g1), slice(h0, h1))
+            # (g, h, N, d) -> (g * h, N, d); q is pre-scaled.
+            qc, kc, vc, doc, dc = (
+                t[index].to(compute).reshape(count, length, -1)
+                for t in (q_scaled, k, v, grad_out, delta))
+            # P = softmax(scale * q k^T + bias + padding), in place.
+            probs = torch.bmm(qc, kc.transpose(1, 2), out=tiles[0][:count])
+            logits = probs.view(g1 - g0, h1 - h0, length, length)
+            logits += bias[h0:h1]
+            if padding is not None:
+                logits += padding[g0:g1, None, None, :]
+            torch.softmax(probs, -1, out=probs)
+            grad_v[index] = (probs.transpose(1, 2) @ doc).view(
+                g1 - g0, h1 - h0, length, head_dims)
+            # dS = P * (dP - rowsum(dO * O)), dP = dO v^T.
+            grad_s = torch.bmm(doc, vc.transpose(1, 2), out=tiles[1][:count])
+            grad_s -= dc
+            grad_s *= probs
+            grad_s4 = grad_s.view(g1 - g0, h1 - h0, length, length)
+            grad_bias[h0:h1] += (grad_s4[0] if g1 - g0 == 1 else
+                                 grad_s4.sum(0))
+            grad_q[index] = (grad_s @ kc).mul_(scale).view(
+                g1 - g0, h1 - h0, length, head_dims)
+            # d(scale * q k^T)/dk = scale * q: qc is already scaled.
+            grad_k[index] = (grad_s.transpose(1, 2) @ qc).view(
+                g1 - g0, h1 - h0, length, head_dims)
+        return grad_qkv, grad_bias.to(bias_dtype), None, None, None
 
 
-def biased_attention(q: torch.Tensor,
-                     k: torch.Tensor,
-                     v: torch.Tensor,
-                     mask: torch.Tensor,
+def biased_attention(qkv: torch.Tensor,
+                     bias: torch.Tensor,
+                     padding: Optional[torch.Tensor],
                      scale: float,
                      dropout_p: float = 0.,
                      training: bool = False) -> torch.Tensor:
-    """``softmax(scale * q @ k^T + mask) @ v`` for grouped multi-head input.
+    """``softmax(scale * q @ k^T + bias + padding) @ v`` in every group and
+    head, from the packed projection.
 
     Args:
-        q, k, v (Tensor): ``(B, G, heads, N, head_dims)``.
-        mask (Tensor): ``(G or 1, heads, N, N)`` additive mask (position
-            bias plus padding), shared by the ``B`` images; may require grad.
+        qkv (Tensor): ``(B * G, N, 3 * C)``, the qkv projection of ``B``
+            images' ``G`` groups (image-major), channels ordered
+            ``(q|k|v, head, head_dims)``.
+        bias (Tensor): ``(heads, N, N)`` additive position bias, the same in
+            every group; may require grad.
+        padding (Tensor, optional): ``(G, N)`` additive key mask of each
+            group (0, or a large negative value on padded keys).
         scale (float): Logit scale.
         dropout_p (float): Attention dropout, applied when ``training``.
 
     Returns:
-        Tensor: ``(B, G, heads, N, head_dims)``.
+        Tensor: ``(B * G, N, C)``, heads concatenated per embedding.
     """
+    num_groups = 1 if padding is None else padding.shape[0]
+    num_heads = bias.shape[0]
     dropout_p = dropout_p if training else 0.
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (q, k, v, mask))
-    if not needs_grad:
-        return grouped_sdpa(q, k, v, mask, scale, dropout_p)
+    needs_grad = torch.is_grad_enabled() and (qkv.requires_grad
+                                              or bias.requires_grad)
     # The recomputing backward cannot replay dropout; under torch.compile
-    # the compiler plans what to save and recompute itself.
-    if dropout_p > 0 or torch.compiler.is_compiling():
-        return F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask.to(q.dtype).unsqueeze(0),
-            dropout_p=dropout_p, scale=scale)
-    if torch.is_autocast_enabled(q.device.type):
-        with torch.autocast(q.device.type, enabled=False):
-            dtype = q.dtype
-            return _BiasedAttention.apply(q, k.to(dtype), v.to(dtype),
-                                          mask.to(dtype), scale)
-    return _BiasedAttention.apply(q, k, v, mask, scale)
+    # the compiler plans what to save and recompute itself, and a traced
+    # graph (FLOP counting) should show the plain attention op.
+    if not needs_grad or dropout_p > 0 or capturing_graph():
+        q, k, v = split_qkv(qkv, num_groups, num_heads)
+        if not needs_grad:  # a mask that requires grad forces SDPA's math
+            bias = bias.detach()
+        mask = attention_mask(bias, padding).to(q.dtype)
+        if needs_grad:  # the math path: SDPA's fused ones refuse such a mask
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask.unsqueeze(0), dropout_p=dropout_p,
+                scale=scale)
+        else:
+            out = grouped_sdpa(q, k, v, mask, scale, dropout_p)
+        return merge_heads(out)
+    if torch.is_autocast_enabled(qkv.device.type):
+        with torch.autocast(qkv.device.type, enabled=False):
+            return _BiasedAttention.apply(qkv, bias.to(qkv.dtype), padding,
+                                          num_groups, scale)
+    return _BiasedAttention.apply(qkv, bias, padding, num_groups, scale)

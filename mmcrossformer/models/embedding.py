@@ -7,6 +7,8 @@ import torch.nn.functional as F
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 
+from .caching import exporting
+
 
 def split_channels(out_channels: int, num_kernels: int) -> Tuple[int, ...]:
     """Output channels of each kernel, as the official ``PatchEmbed`` splits
@@ -117,10 +119,11 @@ class CrossScaleEmbedding(BaseModule):
         pad_w = -x.shape[3] % self.stride
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
-        # Exporters need the kernel's shape, which a computed weight hides.
-        exporting = torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+        # Exporters need the kernel's shape, which a computed weight hides
+        # (and an exported graph is best left with the plain convs).
+        plain = exporting()
         x = torch.cat([
-            space_to_depth_conv(x, proj) if not exporting
+            space_to_depth_conv(x, proj) if not plain
             and proj.kernel_size[0] >= 4 * self.stride else proj(x)
             for proj in self.projections
         ],

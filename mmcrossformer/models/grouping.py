@@ -19,11 +19,12 @@ and one permutation:
 
 The padded embeddings are masked out as attention keys.
 """
-from functools import lru_cache
 from typing import NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+
+from .caching import eager_lru_cache
 
 SHORT, LONG_IMAGE, LONG_REGION = 'short', 'image', 'region'
 LDA_MODES = (LONG_IMAGE, LONG_REGION)
@@ -151,22 +152,15 @@ def ungroup_embeddings(x: torch.Tensor, layout: GroupLayout) -> torch.Tensor:
     return x
 
 
-def _key_padding_mask(layout: GroupLayout, device: str) -> torch.Tensor:
-    valid = torch.zeros(1, layout.height, layout.width, 1, device=device)
-    return group_embeddings(valid, layout, pad_value=1.).squeeze(-1).bool()
-
-
-# Shared by every block; an entry is Hp * Wp bytes.
-_cached_key_padding_mask = lru_cache(maxsize=128)(_key_padding_mask)
-
-
+# Shared by every block; an entry is at most Hp * Wp bytes.
+@eager_lru_cache(maxsize=128)
 def key_padding_mask(layout: GroupLayout,
                      device: torch.device) -> Optional[torch.Tensor]:
     """``(num_groups, N)`` bool, True where a group member is padding; None
     when the layout needs no padding. Cached per layout and device in eager
-    mode, computed inline under ``torch.compile``."""
+    mode, computed inline while a graph is captured
+    (:func:`~.caching.eager_lru_cache`)."""
     if not (layout.pad_h or layout.pad_w):
         return None
-    if torch.compiler.is_compiling():
-        return _key_padding_mask(layout, str(device))
-    return _cached_key_padding_mask(layout, str(device))
+    valid = torch.zeros(1, layout.height, layout.width, 1, device=device)
+    return group_embeddings(valid, layout, pad_value=1.).squeeze(-1).bool()

@@ -5,6 +5,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import FFN
 
+from .caching import capturing_graph
+
 
 class _GeluLinear(torch.autograd.Function):
     """``linear(gelu(h), weight, bias)`` saving only ``h``: backward
@@ -43,8 +45,7 @@ class CrossFormerFFN(FFN):
         (fc1, act, hidden_drop), fc2, out_drop = self.layers
         fusable = (type(act) is nn.GELU and act.approximate == 'none'
                    and not (hidden_drop.p and self.training)
-                   and torch.is_grad_enabled() and not torch.jit.is_tracing()
-                   and not torch.compiler.is_compiling()
+                   and torch.is_grad_enabled() and not capturing_graph()
                    and not torch.is_autocast_enabled(x.device.type))
         if not fusable:
             return super().forward(x, identity)

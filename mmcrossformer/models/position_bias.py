@@ -1,15 +1,22 @@
 """Dynamic position bias (DPB)."""
-from functools import lru_cache
 from typing import Tuple
 
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
 
+from .caching import capturing_graph, eager_lru_cache
 
-def _relative_tables(group_h: int, group_w: int, device: str
-                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+
+@eager_lru_cache(maxsize=256)
+def relative_tables(group_h: int, group_w: int, device: torch.device
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What a ``group_h x group_w`` group's bias is gathered with.
+
+    Cached per shape and device in eager mode (shared by every block; an
+    entry is a few KB, so 256 group shapes stay well under a megabyte
+    whatever sizes a run sees), computed inline while a graph is captured
+    (:func:`~.caching.eager_lru_cache`).
 
     Returns:
         tuple: ``offsets`` ``((2Gh-1) * (2Gw-1), 2)`` float, every offset
@@ -28,20 +35,6 @@ def _relative_tables(group_h: int, group_w: int, device: str
     rows = (ys[:, None] - ys[None, :] + group_h - 1).flatten()
     cols = (xs[:, None] - xs[None, :] + group_w - 1).flatten()
     return offsets, rows, cols
-
-
-# Shared by every block; an entry is a few KB, so 256 group shapes are
-# bounded at well under a megabyte whatever sizes a run sees.
-_cached_relative_tables = lru_cache(maxsize=256)(_relative_tables)
-
-
-def relative_tables(group_h: int, group_w: int, device: torch.device):
-    """:func:`_relative_tables`, cached per shape and device in eager mode
-    and computed inline when traced by ``torch.compile`` (which cannot
-    trace the cache)."""
-    if torch.compiler.is_compiling():
-        return _relative_tables(group_h, group_w, str(device))
-    return _cached_relative_tables(group_h, group_w, str(device))
 
 
 class DynamicPositionBias(BaseModule):
@@ -96,8 +89,7 @@ class DynamicPositionBias(BaseModule):
         """
         offsets, rows, cols = relative_tables(group_h, group_w,
                                               self.proj.weight.device)
-        if (torch.is_grad_enabled() or torch.jit.is_tracing()
-                or torch.compiler.is_compiling()):
+        if torch.is_grad_enabled() or capturing_graph():
             # (FLOP counters trace the model: they must see the MLP run.)
             bias = self(offsets.to(self.proj.weight.dtype))  # (T, heads)
         else:

@@ -4,6 +4,7 @@
     python tools/analysis/benchmark_memory.py --arch small --sizes 100
     python tools/analysis/benchmark_memory.py --mode inference --sizes 100
     python tools/analysis/benchmark_memory.py --device cuda
+    python tools/analysis/benchmark_memory.py --largest-first  # see below
 
 Runs ``--sizes`` distinct input sizes drawn (seeded) from the range of
 mmdet's 3x multi-scale pipeline (short side 480-800, long side at most
@@ -12,7 +13,10 @@ mmdet's 3x multi-scale pipeline (short side 480-800, long side at most
 one forward without gradients), and prints the peak resident set size of
 the process (CPU) or ``torch.cuda.max_memory_allocated`` (CUDA) after each
 size, and its growth after the first ``--warmup`` sizes. Any cache that
-grows with the number of distinct sizes shows as a rising curve.
+grows with the number of distinct sizes shows as a rising curve. The peak
+also rises when a later image is larger than every earlier one (its
+activations are larger): ``--largest-first`` runs the largest size first,
+so that after the warm-up only what is kept can raise it.
 
 A measurement to report, not an assertion: nothing here fails.
 """
@@ -70,6 +74,10 @@ def main(argv=None):
                         help='sizes before the growth is measured')
     parser.add_argument('--scale', type=float, default=1.0,
                         help='scale every size (for quick runs)')
+    parser.add_argument('--largest-first', action='store_true',
+                        help='run the largest size (by area) first, so '
+                        'that the peak after the warm-up can only grow by '
+                        'what is kept, not by a larger image\'s activations')
     parser.add_argument('--device', default='cpu')
     parser.add_argument('--threads', type=int, default=None)
     args = parser.parse_args(argv)
@@ -83,6 +91,10 @@ def main(argv=None):
     model.train(args.mode == 'training')
     sizes = [(max(1, round(h * args.scale)), max(1, round(w * args.scale)))
              for h, w in draw_sizes(args.sizes)]
+    if args.largest_first:
+        largest = max(sizes, key=lambda hw: hw[0] * hw[1])
+        sizes.remove(largest)
+        sizes.insert(0, largest)
     print(f'CrossFormer arch={args.arch} acl={model.acl} '
           f'lda_mode={model.lda_mode}, {args.mode}, {len(sizes)} sizes, '
           f'{args.device}')
