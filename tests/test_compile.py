@@ -1,11 +1,13 @@
 """``torch.compile``: the backbone compiles with ``fullgraph=True`` (so no
 graph break) in eval and training mode, in both CrossFormer and CrossFormer++
-modes, and gives the eager outputs and gradients.
+modes, and gives the eager outputs and gradients; a detector config with
+mmengine's ``compile`` trains a step through the ``Runner``, with this
+package's optimizer wrapper constructor (``mmcrossformer/engine/optim.py``).
 
-The tests compile with the ``aot_eager`` backend: dynamo's capture and AOT
-autograd's joint forward/backward graph, which is where graph breaks and
-untraceable caches show, without inductor's C++ code generation (minutes on
-2 cores).
+The backbone tests compile with the ``aot_eager`` backend: dynamo's capture
+and AOT autograd's joint forward/backward graph, which is where graph breaks
+and untraceable caches show, without inductor's C++ code generation (minutes
+on 2 cores).
 """
 import pytest
 import torch
@@ -117,14 +119,14 @@ def test_runner_compile_trains_a_step(tmp_path, monkeypatch):
 
     The backend is ``eager`` (dynamo's capture only), wrapped to record the
     graphs: the capture is where that failure and graph breaks show, and
-    the backbone's AOT autograd graphs are checked above
-    (``aot_eager``). Dynamo alone takes about a minute here (the ~40 graphs
-    of a detector's step, mmdet's heads break the graph often, and AdamW's
-    loop over ~170 parameter groups, a third of it); ``aot_eager`` adds
-    half as much, and
-    inductor's C++ code generation many minutes on 2 cores. The recorded
-    graphs hold the backbone's attention and AdamW's update, so both were
-    captured, not run eagerly after a failed capture.
+    the backbone's AOT autograd graphs are checked above (``aot_eager``).
+    The capture alone takes most of this test's time (some 40 graphs, as
+    mmdet's heads break the graph often, and AdamW's step unrolled over one
+    parameter group per parameter, about a third of it); ``aot_eager``
+    adds about half as much again, and inductor's C++ code generation
+    minutes more on 2 cores. The recorded graphs hold the backbone's
+    attention and AdamW's update, so both were captured, not run eagerly
+    after a failed capture.
     """
     torch._dynamo.reset()
     train = make_coco_shapes(tmp_path / 'data', 1, split='train')
@@ -138,6 +140,8 @@ def test_runner_compile_trains_a_step(tmp_path, monkeypatch):
         # No warm-up: its first learning rate (1e-7) moves some weights by
         # less than their float32 spacing.
         param_scheduler=[],
+        # What makes AdamW's step traceable (a no-op once the shipped config
+        # selects this constructor itself).
         optim_wrapper=dict(constructor='CompilableOptimWrapperConstructor'),
         compile=dict(backend='eager'))
     cfg = Config.fromfile(config)

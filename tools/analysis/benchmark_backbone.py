@@ -42,7 +42,8 @@ input sizes: ``(H - i*d, W - i*d)`` for ``i < N`` with ``d =
 --size-divisor`` (mmdet pads inputs to multiples of 32). It prints, per
 size, the graphs compiled and dynamo's guard failure that caused the
 recompilation, then the total, against ``torch._dynamo.config.
-recompile_limit`` (after which dynamo runs the frame eagerly).
+recompile_limit`` (after which dynamo runs the frame eagerly). A first
+symbolic compile can take many minutes (docs/performance.md, Compilation).
 
 **Detector mode** (``--detector CONFIG_A CONFIG_B``, two mmdet or two mmseg
 configs, files or ``package::path`` names as ``mim`` takes them): builds
@@ -607,8 +608,8 @@ def benchmark_detectors(args):
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__.split('\n\n')[0],
-        epilog='See the module docstring (python -m pydoc '
-        'tools/analysis/benchmark_backbone.py) for what each figure is.')
+        epilog='What each figure is: the docstring at the top of this file; '
+        'figures measured so far: docs/performance.md.')
     parser.add_argument('--arch', default='small', type=parse_arch,
                         help='CrossFormer arch: a preset name (tiny, small, '
                         'base, large, pp-small, ...) or a JSON dict with '
