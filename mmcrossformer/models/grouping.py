@@ -89,10 +89,14 @@ def group_layout(hw_shape: Tuple[int, int],
         kind, multiple = LONG_REGION, group_size * interval
     else:
         kind, multiple = LONG_IMAGE, interval
-    pad_h, pad_w = -height % multiple, -width % multiple
+    # Sizes rounded up to the multiple as ceil-divisions: the same integers
+    # as ``height + (-height % multiple)``, in a form that torch.compile's
+    # symbolic shapes (dynamic=True) simplify.
+    padded_h = -(-height // multiple) * multiple
+    padded_w = -(-width // multiple) * multiple
+    pad_h, pad_w = padded_h - height, padded_w - width
     if kind == LONG_IMAGE:
-        group_h, group_w = (height + pad_h) // interval, (width +
-                                                          pad_w) // interval
+        group_h, group_w = padded_h // interval, padded_w // interval
     else:
         group_h = group_w = group_size
     return GroupLayout(kind, height, width, pad_h, pad_w, group_h, group_w,
