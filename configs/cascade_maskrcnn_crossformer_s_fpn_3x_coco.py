@@ -19,6 +19,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor='CompilableOptimWrapperConstructor',  # compile=True
     optimizer=dict(
         type='AdamW', lr=1e-4, betas=(0.9, 0.999), weight_decay=0.05),
     paramwise_cfg=_base_.crossformer_paramwise_cfg)

@@ -42,5 +42,6 @@ model = dict(
 
 train_dataloader = dict(batch_size=128)  # x 8 GPUs = 1024
 optim_wrapper = dict(
+    constructor='CompilableOptimWrapperConstructor',  # compile=True
     paramwise_cfg=dict(_base_.crossformer_paramwise_cfg, _delete_=True),
     clip_grad=dict(max_norm=5.0))

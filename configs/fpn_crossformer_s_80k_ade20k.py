@@ -29,6 +29,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor='CompilableOptimWrapperConstructor',  # compile=True
     optimizer=dict(type='AdamW', lr=2e-4, weight_decay=1e-4),
     paramwise_cfg=_base_.crossformer_paramwise_cfg)
 param_scheduler = [

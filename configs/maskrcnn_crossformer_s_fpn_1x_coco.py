@@ -19,6 +19,7 @@ model = dict(
 
 optim_wrapper = dict(
     type='OptimWrapper',
+    constructor='CompilableOptimWrapperConstructor',  # compile=True
     optimizer=dict(
         _delete_=True,
         type='AdamW',

@@ -34,6 +34,7 @@ model = dict(
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
+    constructor='CompilableOptimWrapperConstructor',  # compile=True
     optimizer=dict(
         type='AdamW', lr=6e-5, betas=(0.9, 0.999), weight_decay=0.01),
     paramwise_cfg=_base_.crossformer_paramwise_cfg)

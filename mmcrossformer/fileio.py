@@ -4,15 +4,17 @@
 pickle-holding file apart instead of showing ``torch.load``'s traceback (the
 converter reads its input with it, and :mod:`mmcrossformer.engine.
 checkpoint_loader` every local checkpoint mmengine loads), and
-:func:`save_atomic` writes through a temporary file beside the destination,
-so the destination is either complete or untouched; :func:`refuse_overwrite`
-is the check (and message) for an existing destination that every writer
-(the converter, ``save_atomic``) uses.
+:func:`atomic_path` gives writers a temporary file beside the destination,
+renamed over it only once complete, so the destination is either complete or
+untouched (:func:`save_atomic` for ``torch.save``, the ONNX exporter for its
+graphs); :func:`refuse_overwrite` is the check (and message) for an existing
+destination that every writer uses.
 """
+import contextlib
 import os
 import os.path as osp
 import tempfile
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, Iterator, Optional, Type, Union
 
 import torch
 
@@ -79,31 +81,45 @@ def load_checkpoint_file(path: str,
             'not the zip archive torch.save writes)') from None
 
 
-def refuse_overwrite(path: str, overwrite: bool = False,
-                     flag: str = '--overwrite') -> None:
-    """Raise a :class:`CheckpointError` if ``path`` exists and not
-    ``overwrite``: the message names the file and the command-line ``flag``
-    that replaces it. Call it before any slow work, so that a run that
-    would be refused at the end is refused at the start."""
+def refuse_overwrite(path: str,
+                     overwrite: bool = False,
+                     flag: str = '--overwrite',
+                     error: Type[Exception] = CheckpointError) -> None:
+    """Raise ``error`` (a :class:`CheckpointError` by default) if ``path``
+    exists and not ``overwrite``: the message names the file and the
+    command-line ``flag`` that replaces it. Call it before any slow work,
+    so that a run that would be refused at the end is refused at the
+    start."""
     if osp.exists(path) and not overwrite:
-        raise CheckpointError(f'{path} exists; pass {flag} to replace it')
+        raise error(f'{path} exists; pass {flag} to replace it')
 
 
-def save_atomic(obj, path: str, overwrite: bool = False) -> None:
-    """``torch.save(obj)`` to ``path`` through a temporary file in the same
-    folder, renamed over ``path`` only once complete (also on interruption,
-    nothing is left behind). An existing ``path`` is refused unless
-    ``overwrite`` (:func:`refuse_overwrite`)."""
-    refuse_overwrite(path, overwrite)
+@contextlib.contextmanager
+def atomic_path(path: str,
+                overwrite: bool = False,
+                error: Type[Exception] = CheckpointError) -> Iterator[str]:
+    """A temporary path in ``path``'s folder to write to, renamed over
+    ``path`` when the block ends without an error and removed otherwise
+    (also on interruption), so ``path`` is either complete or untouched.
+    An existing ``path`` is refused before the block runs unless
+    ``overwrite`` (:func:`refuse_overwrite`, raising ``error``)."""
+    refuse_overwrite(path, overwrite, error=error)
     out_dir = osp.dirname(osp.abspath(path))
     os.makedirs(out_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         dir=out_dir, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
+    os.close(fd)
     try:
-        with os.fdopen(fd, 'wb') as f:
-            torch.save(obj, f)
+        yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    finally:
         if osp.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def save_atomic(obj, path: str, overwrite: bool = False) -> None:
+    """``torch.save(obj)`` to ``path`` through :func:`atomic_path`: the
+    destination is complete or untouched, and an existing one is refused
+    unless ``overwrite``."""
+    with atomic_path(path, overwrite) as tmp, open(tmp, 'wb') as f:
+        torch.save(obj, f)

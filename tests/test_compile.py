@@ -113,7 +113,8 @@ def test_runner_compile_trains_a_step(tmp_path, monkeypatch):
     shrunk by ``helpers.configs``, its paramwise AdamW kept) for one
     iteration: ``runner.train()`` compiles ``model.train_step``, the
     optimizer step included, the loss is finite and every trained parameter
-    moves. With mmengine's default constructor, dynamo stops in
+    moves. The config as shipped: it selects
+    ``CompilableOptimWrapperConstructor``, without which dynamo stops in
     ``AdamW.step`` on the ``ConfigDict`` parameter groups
     (``mmcrossformer/engine/optim.py``).
 
@@ -137,12 +138,12 @@ def test_runner_compile_trains_a_step(tmp_path, monkeypatch):
         # One image, batch 1 (dynamo traces the heads' per-image code once
         # per image): one iteration.
         train_cfg=dict(max_epochs=1), train_dataloader=dict(batch_size=1),
+        # Stochastic depth would drop whole residual branches at random,
+        # leaving their parameters without a gradient in this one step.
+        model=dict(backbone=dict(drop_path_rate=0.)),
         # No warm-up: its first learning rate (1e-7) moves some weights by
         # less than their float32 spacing.
         param_scheduler=[],
-        # What makes AdamW's step traceable (a no-op once the shipped config
-        # selects this constructor itself).
-        optim_wrapper=dict(constructor='CompilableOptimWrapperConstructor'),
         compile=dict(backend='eager'))
     cfg = Config.fromfile(config)
     cfg.val_cfg = cfg.val_dataloader = cfg.val_evaluator = None  # train only

@@ -140,6 +140,11 @@ def test_weight_decay_policy(built):
              for p in group['params']}
     wd = cfg.optim_wrapper.optimizer.weight_decay
     assert wd > 0
+    # Plain dict groups, which mmengine's compile=True can trace
+    # (CompilableOptimWrapperConstructor; the default gives ConfigDicts).
+    assert all(type(g) is dict for g in wrapper.optimizer.param_groups), (
+        f"{config}: set optim_wrapper.constructor="
+        "'CompilableOptimWrapperConstructor'")
     params = dict(model.named_parameters())
     wrong = [name for name, p in params.items()
              if decay[id(p)] != (wd if p.ndim > 1 else 0.)]

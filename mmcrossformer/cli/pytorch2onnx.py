@@ -11,8 +11,8 @@ import sys
 from mmengine.config import DictAction
 
 from ..deployment.onnx import (DEFAULT_TOLERANCE, DeploymentError,
-                               build_feature_extractor, export_checked,
-                               refuse_existing)
+                               build_feature_extractor, export_checked)
+from ..fileio import refuse_overwrite
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     out = args.out or (f'{osp.splitext(osp.basename(args.config))[0]}_'
                        f'{height}x{width}.onnx')
     try:
-        refuse_existing(out, args.overwrite)
+        refuse_overwrite(out, args.overwrite, error=DeploymentError)
         module = build_feature_extractor(args.config, args.checkpoint,
                                          args.cfg_options)
         parts = 'backbone + neck' if module.neck is not None else 'backbone'

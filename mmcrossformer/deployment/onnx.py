@@ -27,17 +27,16 @@ padded sizes of a fixed-scale test pipeline).
 onnx, onnxscript and onnxruntime (the ``deploy`` extra) are imported only
 when an export or a check runs, so that this module imports without them.
 """
-import contextlib
 import importlib
 import importlib.util
-import os
-import os.path as osp
-import tempfile
 import time
-from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
+
+from ..fileio import atomic_path, load_checkpoint_file
+from ..models.checkpoint import CheckpointError, unwrap_state_dict
 
 DEPLOY_EXTRA = ('pip install "mmcrossformer[deploy]" (or, in the '
                 'repository, pip install -r requirements/deploy.txt)')
@@ -133,8 +132,6 @@ def build_feature_extractor(config: str,
 
 
 def _load_weights(features: ExportedFeatures, checkpoint: str) -> None:
-    from ..fileio import load_checkpoint_file
-    from ..models.checkpoint import CheckpointError, unwrap_state_dict
     try:
         state_dict = unwrap_state_dict(
             load_checkpoint_file(
@@ -244,35 +241,6 @@ def compare_with_onnxruntime(path: str, module: nn.Module,
     return diffs
 
 
-def refuse_existing(path: str, overwrite: bool = False) -> None:
-    """A :class:`DeploymentError` if ``path`` exists and not ``overwrite``
-    (call it before slow work, so that a refusal comes first)."""
-    if osp.exists(path) and not overwrite:
-        raise DeploymentError(f'{path} exists; pass --overwrite to replace '
-                              'it')
-
-
-@contextlib.contextmanager
-def atomic_output(path: str, overwrite: bool = False) -> Iterator[str]:
-    """A temporary path beside ``path`` to write to, renamed to ``path``
-    when the block ends without an error and removed otherwise (so ``path``
-    is either complete or untouched, as
-    :func:`mmcrossformer.fileio.save_atomic`). An existing ``path`` is
-    refused, before anything runs, unless ``overwrite``."""
-    refuse_existing(path, overwrite)
-    out_dir = osp.dirname(osp.abspath(path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=out_dir, prefix=f'.{osp.basename(path)}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.remove(tmp)
-
-
 def export_checked(module: nn.Module,
                    shape: Sequence[int],
                    path: str,
@@ -291,7 +259,7 @@ def export_checked(module: nn.Module,
     """
     require_packages('onnx', 'onnxscript', 'onnxruntime')
     inputs = random_input(module, shape)
-    with atomic_output(path, overwrite) as tmp:
+    with atomic_path(path, overwrite, error=DeploymentError) as tmp:
         start = time.perf_counter()
         export_onnx(module, inputs, tmp, opset_version)
         seconds = time.perf_counter() - start

@@ -18,9 +18,20 @@ also rises when a later image is larger than every earlier one (its
 activations are larger): ``--largest-first`` runs the largest size first,
 so that after the warm-up only what is kept can raise it.
 
+On a CPU, two allocators outside the model also grow with the number of
+sizes (docs/performance.md, "Memory over many input sizes"): glibc's heap
+(``MALLOC_MMAP_THRESHOLD_=65536``) and oneDNN's cache of compiled
+convolutions, one entry per convolution and input shape, up to 1024
+(``ONEDNN_PRIMITIVE_CACHE_CAPACITY=256``). Both are read from the
+environment when the process starts; the header line prints them::
+
+    MALLOC_MMAP_THRESHOLD_=65536 ONEDNN_PRIMITIVE_CACHE_CAPACITY=256 \
+        python tools/analysis/benchmark_memory.py --largest-first
+
 A measurement to report, not an assertion: nothing here fails.
 """
 import argparse
+import os
 import random
 import resource
 import time
@@ -98,6 +109,11 @@ def main(argv=None):
     print(f'CrossFormer arch={args.arch} acl={model.acl} '
           f'lda_mode={model.lda_mode}, {args.mode}, {len(sizes)} sizes, '
           f'{args.device}')
+    if args.device == 'cpu':
+        print('allocator settings: ' + ', '.join(
+            f'{name}={os.environ.get(name, "(default)")}'
+            for name in ('MALLOC_MMAP_THRESHOLD_',
+                         'ONEDNN_PRIMITIVE_CACHE_CAPACITY')))
     print(f'{"#":>4} {"size":>11} {"step s":>7} {"peak MiB":>9} '
           f'{"held MiB":>9}')
     baseline = held = None

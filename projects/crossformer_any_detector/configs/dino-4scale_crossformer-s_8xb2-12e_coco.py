@@ -33,3 +33,5 @@ model = dict(
         init_cfg=dict(
             type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
     neck=dict(in_channels=[192, 384, 768], num_outs=4))
+# DINO's optimizer, built so that mmengine's compile=True can trace its step.
+optim_wrapper = dict(constructor='CompilableOptimWrapperConstructor')

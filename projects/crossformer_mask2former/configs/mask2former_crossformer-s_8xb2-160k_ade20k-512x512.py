@@ -45,6 +45,7 @@ model = dict(
 # A custom key overrides norm_decay_mult, and 'backbone' matches every
 # backbone parameter, so each backbone norm needs its own (longer) key.
 optim_wrapper = dict(
+    constructor='CompilableOptimWrapperConstructor',  # compile=True
     paramwise_cfg=dict(
         custom_keys={
             f'position_bias.layers.{i}.0': dict(lr_mult=0.1, decay_mult=0.0)
