@@ -25,7 +25,7 @@ convolutions, one entry per convolution and input shape, up to 1024
 (``ONEDNN_PRIMITIVE_CACHE_CAPACITY=256``). Both are read from the
 environment when the process starts; the header line prints them::
 
-    MALLOC_MMAP_THRESHOLD_=65536 ONEDNN_PRIMITIVE_CACHE_CAPACITY=256 \
+    MALLOC_MMAP_THRESHOLD_=65536 ONEDNN_PRIMITIVE_CACHE_CAPACITY=256 \\
         python tools/analysis/benchmark_memory.py --largest-first
 
 A measurement to report, not an assertion: nothing here fails.
