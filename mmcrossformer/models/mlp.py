@@ -7,28 +7,62 @@ from mmcv.cnn.bricks.transformer import FFN
 
 from .caching import capturing_graph
 
+# Rows of the hidden tensor processed at once (elements): 2**20 float32 = 4
+# MiB, so each chunk's GELU output is consumed by the next matmul while it is
+# still in cache, instead of a (tokens, hidden) tensor written to fresh pages
+# and read back.
+CHUNK_ELEMENTS = 1 << 20
+
+
+def _row_chunks(rows: int, width: int):
+    """Slices of ``rows`` covering :data:`CHUNK_ELEMENTS` each."""
+    step = max(1, CHUNK_ELEMENTS // width)
+    return [slice(r, min(rows, r + step)) for r in range(0, rows, step)]
+
 
 class _GeluLinear(torch.autograd.Function):
     """``linear(gelu(h), weight, bias)`` saving only ``h``: backward
     recomputes ``gelu(h)`` (element-wise, cheap) instead of keeping it, which
     halves the MLP's share of a training step's memory (the hidden tensors
-    are 4x the embedding width)."""
+    are 4x the embedding width).
+
+    Both passes go through the rows in chunks, so neither ``gelu(h)`` nor
+    the gradient of ``gelu(h)`` ever exists as a whole tensor: backward
+    allocates only its outputs.
+    """
 
     @staticmethod
     def forward(ctx, hidden, weight, bias):
         ctx.save_for_backward(hidden, weight)
         ctx.has_bias = bias is not None
-        return F.linear(F.gelu(hidden), weight, bias)
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        out = flat.new_empty(flat.shape[0], weight.shape[0])
+        for rows in _row_chunks(*flat.shape):
+            activation = F.gelu(flat[rows])
+            if bias is None:
+                torch.mm(activation, weight.t(), out=out[rows])
+            else:
+                torch.addmm(bias, activation, weight.t(), out=out[rows])
+        return out.view(*hidden.shape[:-1], weight.shape[0])
 
     @staticmethod
     def backward(ctx, grad_out):
         hidden, weight = ctx.saved_tensors
+        flat = hidden.reshape(-1, hidden.shape[-1])
         grad_flat = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_weight = grad_flat.t() @ F.gelu(hidden).reshape(
-            -1, hidden.shape[-1])
-        grad_bias = grad_flat.sum(0) if ctx.has_bias else None
-        grad_hidden = torch.ops.aten.gelu_backward(grad_out @ weight, hidden)
-        return grad_hidden, grad_weight, grad_bias
+        grad_hidden = torch.empty_like(flat)
+        needs_weight = ctx.needs_input_grad[1]
+        grad_weight = torch.zeros_like(weight) if needs_weight else None
+        for rows in _row_chunks(*flat.shape):
+            # dW += dY^T gelu(h), dh = gelu'(h) * (dY W), per chunk of rows.
+            if needs_weight:
+                grad_weight.addmm_(grad_flat[rows].t(), F.gelu(flat[rows]))
+            torch.ops.aten.gelu_backward.grad_input(
+                grad_flat[rows] @ weight, flat[rows],
+                grad_input=grad_hidden[rows])
+        grad_bias = (grad_flat.sum(0)
+                     if ctx.has_bias and ctx.needs_input_grad[2] else None)
+        return grad_hidden.view_as(hidden), grad_weight, grad_bias
 
 
 class CrossFormerFFN(FFN):

@@ -28,7 +28,12 @@ and mmdet's Swin-T, in one run; or two whole detectors / segmentors.
   of the peak resident set size of a fresh process running only that step,
   on CUDA ``torch.cuda.max_memory_allocated``.
 
-Each median is over ``--repeat`` runs after one warm-up run.
+Each median is over ``--repeat`` runs after one warm-up run. The models
+are timed alternately, one forward (then one training step) of each in
+turn, so that a change of the machine's load affects all of them alike; with
+``swin-t`` among the models, the table's "train step / Swin-T's" column is
+the median over those rounds of the ratio of the two steps, next to the
+ratio of forward FLOPs (equal efficiency per FLOP).
 ``--compile BACKEND`` adds the forward of ``torch.compile(model,
 backend=BACKEND)`` (e.g. ``inductor``): the first call's time (compilation
 included) and the median of ``--repeat`` calls after it, timed alternately
@@ -58,7 +63,9 @@ loading). mmdet images get 8 random instances each (boxes, their
 rectangular masks, labels); mmseg images a random segmentation map
 (UperNet's pooling module needs ``--train-batch`` 2 or more). It
 prints the median (and best) step time of both over ``--repeat`` steps after
-one warm-up, their ratio and, on CUDA, the peak memory.
+one warm-up each, the two models alternating step by step, the median over
+those rounds of the ratio of their steps and, on CUDA, the peak memory of
+each one's warm-up step.
 
 "official" is this project's model run through
 ``tests/helpers/official_block.py``, a line-by-line transcription of the
@@ -154,9 +161,11 @@ def autocast_to(dtype, device):
                           enabled=dtype != 'fp32')
 
 
-def timed(fn, repeat, device):
-    """``fn()`` once (warm-up), then the seconds of ``repeat`` more calls."""
-    fn()
+def timed(fn, repeat, device, warm_up=True):
+    """``fn()`` once (warm-up, unless ``warm_up`` is False), then the
+    seconds of ``repeat`` more calls."""
+    if warm_up:
+        fn()
     times = []
     for _ in range(repeat):
         sync(device)
@@ -167,11 +176,13 @@ def timed(fn, repeat, device):
     return times
 
 
-def time_forward(name, model, x, repeat, dtype, device):
-    """Median seconds of an eval forward of ``x`` without autograd."""
-    with torch.no_grad(), run_context(name, model), \
-            autocast_to(dtype, device):
-        return statistics.median(timed(lambda: model(x), repeat, device))
+def forward_step(name, model, x, dtype, device):
+    """A function running an eval forward of ``x`` without autograd."""
+    def forward():
+        with torch.no_grad(), run_context(name, model), \
+                autocast_to(dtype, device):
+            model(x)
+    return forward
 
 
 def time_compiled_forward(name, model, x, repeat, dtype, device, backend):
@@ -206,13 +217,44 @@ def train_step(name, model, x, dtype, device):
     model.zero_grad(set_to_none=True)
 
 
-def time_train_step(name, model, x, repeat, dtype, device):
-    """Median seconds of :func:`train_step` (``model`` left in eval mode)."""
-    model.train()  # mmdet's Swin returns None from train()
-    times = timed(lambda: train_step(name, model, x, dtype, device), repeat,
-                  device)
-    model.eval()
-    return statistics.median(times)
+def interleaved(steps, repeat, device, warm_up=True):
+    """Seconds of ``repeat`` rounds in which every function of ``steps``
+    (``{name: fn}``) runs once, after one warm-up round: ``{name:
+    [seconds, ...]}``. Alternating the models, rather than timing one and
+    then the next, lets a change of the machine's load during the run
+    affect all of them alike, so their ratio round by round is what the
+    run measures. ``warm_up=False``: the caller ran each already."""
+    times = {name: [] for name in steps}
+    for fn in steps.values() if warm_up else ():
+        fn()
+    for _ in range(repeat):
+        for name, fn in steps.items():
+            times[name] += timed(fn, 1, device, warm_up=False)
+    return times
+
+
+def round_ratios(times, reference):
+    """``{name: median over rounds of (its time / reference's time)}``."""
+    return {name: statistics.median(
+        a / b for a, b in zip(seconds, times[reference]))
+        for name, seconds in times.items() if name != reference}
+
+
+def time_train_steps(models, batch, repeat, dtype, device):
+    """Seconds of :func:`train_step` of every model of ``models``
+    (``{name: model}``, left in eval mode), interleaved (see
+    :func:`interleaved`)."""
+    for model in models.values():
+        model.train()  # mmdet's Swin returns None from train()
+
+    def step(name, model):
+        return lambda: train_step(name, model, batch, dtype, device)
+
+    times = interleaved({name: step(name, model)
+                         for name, model in models.items()}, repeat, device)
+    for model in models.values():
+        model.eval()
+    return times
 
 
 def train_step_peak_memory(name, args):
@@ -266,35 +308,48 @@ def benchmark_backbones(args):
           f' (training steps {args.train_batch}x3x{h}x{w}), {args.device}, '
           f'{args.dtype}, torch {torch.__version__}, {args.threads} threads, '
           f'median of {args.repeat}{compiled}')
-    results = {}
+    models, results = {}, {}
     for name in args.models:
         model = build(name, args.arch)
         model.eval()  # mmdet's Swin returns None from train()
-        x = torch.rand(1, 3, h, w)
         print(f'[{name}] counting FLOPs ...', flush=True)
-        flops = count_flops(model, x).flops
-        model, x = model.to(args.device), x.to(args.device)
-        print(f'[{name}] timing forward ...', flush=True)
-        seconds = time_forward(name, model, x, args.repeat, args.dtype,
-                               args.device)
-        result = dict(seconds=seconds, gflops=flops / 1e9,
-                      gflops_per_s=flops / 1e9 / seconds)
-        if args.compile:
+        flops = count_flops(model, torch.rand(1, 3, h, w)).flops
+        models[name] = model.to(args.device)
+        results[name] = dict(gflops=flops / 1e9, train_seconds=None,
+                             train_ratio=None)
+    x = torch.rand(1, 3, h, w, device=args.device)
+    print(f'timing forwards ({", ".join(models)} alternately) ...',
+          flush=True)
+    times = interleaved({
+        name: forward_step(name, model, x, args.dtype, args.device)
+        for name, model in models.items()}, args.repeat, args.device)
+    for name, r in results.items():
+        r['seconds'] = statistics.median(times[name])
+        r['gflops_per_s'] = r['gflops'] / r['seconds']
+    if args.compile:
+        for name, model in models.items():
             print(f'[{name}] compiling the forward ({args.compile}) ...',
                   flush=True)
             first, eager, median = time_compiled_forward(
                 name, model, x, args.repeat, args.dtype, args.device,
                 args.compile)
-            result.update(compiled_first_call_s=first, compiled_seconds=median,
-                          eager_interleaved_seconds=eager)
-        result['train_seconds'] = None
-        if not args.skip_train:
-            print(f'[{name}] timing training steps, batch {args.train_batch}'
-                  ' ...', flush=True)
-            batch = torch.rand(args.train_batch, 3, h, w, device=args.device)
-            result['train_seconds'] = time_train_step(
-                name, model, batch, args.repeat, args.dtype, args.device)
-            del batch
+            results[name].update(compiled_first_call_s=first,
+                                 compiled_seconds=median,
+                                 eager_interleaved_seconds=eager)
+    if not args.skip_train:
+        print(f'timing training steps, batch {args.train_batch} '
+              f'({", ".join(models)} alternately) ...', flush=True)
+        batch = torch.rand(args.train_batch, 3, h, w, device=args.device)
+        times = time_train_steps(models, batch, args.repeat, args.dtype,
+                                 args.device)
+        del batch
+        for name in models:
+            results[name]['train_seconds'] = statistics.median(times[name])
+        if 'swin-t' in times:
+            for name, ratio in round_ratios(times, 'swin-t').items():
+                results[name]['train_ratio'] = ratio
+    del models
+    for name, result in results.items():
         peak = None
         if not args.skip_memory:
             print(f'[{name}] training-step memory, batch {args.train_batch}'
@@ -303,8 +358,6 @@ def benchmark_backbones(args):
             if error:
                 print(f'[{name}] training step failed: {error}')
         result['train_peak_mib'] = None if peak is None else peak / 2**20
-        results[name] = result
-        del model
     print_backbone_table(args, results)
     return results
 
@@ -319,8 +372,8 @@ def print_backbone_table(args, results):
     header = ['model', 'forward (s)']
     if compiled:
         header += [f'forward {compiled} (s)', f'{compiled} first call (s)']
-    header += [f'train step (s, batch {batch})', 'GFLOPs', 'GFLOP/s',
-               f'train-step peak (MiB, batch {batch})']
+    header += [f'train step (s, batch {batch})', "train step / Swin-T's",
+               'GFLOPs', 'GFLOP/s', f'train-step peak (MiB, batch {batch})']
     print()
     print('| ' + ' | '.join(header) + ' |')
     print('| --- |' + ' ---: |' * (len(header) - 1))
@@ -329,7 +382,8 @@ def print_backbone_table(args, results):
         if compiled:
             row += [_fmt(r['compiled_seconds'], '.3f'),
                     _fmt(r['compiled_first_call_s'], '.1f')]
-        row += [_fmt(r['train_seconds'], '.3f'), _fmt(r['gflops'], '.1f'),
+        row += [_fmt(r['train_seconds'], '.3f'),
+                _fmt(r['train_ratio'], '.2f'), _fmt(r['gflops'], '.1f'),
                 _fmt(r['gflops_per_s'], '.1f'),
                 _fmt(r['train_peak_mib'], '.0f')]
         print('| ' + ' | '.join(row) + ' |')
@@ -353,6 +407,12 @@ def print_backbone_table(args, results):
     if ours and 'swin-t' in results:
         ratio = ours['gflops_per_s'] / results['swin-t']['gflops_per_s']
         print(f'GFLOP/s vs Swin-T: {ratio:.2f}x')
+    swin = results.get('swin-t')
+    for name, r in results.items():
+        if swin and r['train_ratio'] is not None:
+            print(f"{name}: training step {r['train_ratio']:.2f}x Swin-T's "
+                  '(median over rounds of the two steps timed one after the '
+                  f"other), forward FLOPs {r['gflops'] / swin['gflops']:.2f}x")
 
 
 # ------------------------------------------------------ dynamic=True sweep
@@ -520,9 +580,10 @@ def synthetic_batch(scope, cfg, shape, batch):
     return dict(inputs=inputs, data_samples=samples)
 
 
-def time_detector(name, args):
-    """Build ``name``'s model and optimizer wrapper and time its
-    ``train_step`` on a synthetic batch (see the module docstring)."""
+def prepare_detector(name, args):
+    """Build ``name``'s model and optimizer wrapper and a synthetic batch:
+    ``(result, step)``, ``step()`` one ``train_step`` on the batch (see the
+    module docstring), whose losses it appends to ``result['losses']``."""
     from mmengine.model import revert_sync_batchnorm
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import MODELS as REGISTRY
@@ -541,6 +602,8 @@ def time_detector(name, args):
                              " cuda (mmengine's AmpOptimWrapper)")
         optim_cfg.update(type='AmpOptimWrapper', dtype=dict(
             fp16='float16', bf16='bfloat16')[args.dtype])
+    allocated_before = torch.cuda.memory_allocated() \
+        if args.device == 'cuda' else 0
     with DefaultScope.overwrite_default_scope(scope):
         model = REGISTRY.build(_drop_pretrained(copy.deepcopy(cfg.model)))
         model.init_weights()
@@ -555,22 +618,24 @@ def time_detector(name, args):
             copy.deepcopy(data), True)['inputs'].shape[-2:])
         losses = []
 
-        def step():
+    def step():
+        with DefaultScope.overwrite_default_scope(scope):
             log_vars = model.train_step(copy.deepcopy(data), optim_wrapper)
-            losses.append(float(log_vars['loss']))
+        losses.append(float(log_vars['loss']))
 
-        print(f'[{name}] timing training steps, {args.train_batch}x3x'
-              f'{shape[0]}x{shape[1]} ...', flush=True)
-        if args.device == 'cuda':
-            torch.cuda.reset_peak_memory_stats()
-        times = timed(step, args.repeat, args.device)
-    peak = torch.cuda.max_memory_allocated() / 2**20 \
+    # The warm-up step, alone: on CUDA its peak, less what was allocated
+    # before this model was built (the other model), is this model's.
+    print(f'[{name}] warm-up step, {args.train_batch}x3x{shape[0]}x'
+          f'{shape[1]} ...', flush=True)
+    if args.device == 'cuda':
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    step()
+    peak = (torch.cuda.max_memory_allocated() - allocated_before) / 2**20 \
         if args.device == 'cuda' else None
     params = sum(p.numel() for p in model.parameters()) / 1e6
     return dict(scope=scope, shape=shape, model_input=model_input,
-                params_m=params,
-                median_s=statistics.median(times), best_s=min(times),
-                peak_mib=peak, losses=losses)
+                params_m=params, losses=losses, peak_mib=peak), step
 
 
 def benchmark_detectors(args):
@@ -586,7 +651,14 @@ def benchmark_detectors(args):
           f'with losses, backward, optimizer step), {args.device}, '
           f'{args.dtype}, torch {torch.__version__}, {args.threads} threads,'
           f' median of {args.repeat} after a warm-up')
-    results = {name: time_detector(name, args) for name in args.detector}
+    results, steps = {}, {}
+    for name in args.detector:
+        results[name], steps[name] = prepare_detector(name, args)
+    print('timing training steps (the two alternately) ...', flush=True)
+    times = interleaved(steps, args.repeat, args.device, warm_up=False)
+    for name, r in results.items():
+        r.update(median_s=statistics.median(times[name]),
+                 best_s=min(times[name]))
     scopes = {r['scope'] for r in results.values()}
     if len(scopes) > 1:
         print(f'note: the configs are of different scopes {sorted(scopes)}')
@@ -600,8 +672,11 @@ def benchmark_detectors(args):
               f"{r['median_s']:.3f} | {r['best_s']:.3f} | "
               f"{_fmt(r['peak_mib'], '.0f')} | {r['losses'][-1]:.3f} |")
     (a, ra), (b, rb) = results.items()
-    print(f'{osp.basename(a)} / {osp.basename(b)}: '
-          f"{ra['median_s'] / rb['median_s']:.2f}x the step time")
+    ratio, = round_ratios(times, b).values()
+    print(f'{osp.basename(a)} / {osp.basename(b)}: {ratio:.2f}x the step '
+          'time (median over rounds of the two steps timed one after the '
+          f"other; ratio of the medians {ra['median_s'] / rb['median_s']:.2f}"
+          'x)')
     return results
 
 
