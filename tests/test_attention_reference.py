@@ -49,6 +49,59 @@ def test_biased_attention_training_path_equals_inference_path():
     torch.testing.assert_close(trained, inferred, atol=1e-6, rtol=1e-6)
 
 
+def _attention_and_grads(fn, qkv, bias, grad_out):
+    qkv, bias = (t.detach().clone().requires_grad_() for t in (qkv, bias))
+    out = fn(qkv, bias)
+    out.backward(grad_out)
+    return out, qkv.grad, bias.grad
+
+
+@pytest.mark.parametrize('padded', [False, True])
+def test_sdpa_with_bias_gradient_equals_recomputing_backward(padded):
+    """The one-call path that CUDA takes (its memory-efficient kernel
+    returns the mask's gradient), run here as SDPA's math path, gives the
+    recomputing backward's output and gradients, for 2 images of 3 groups,
+    with and without padded keys."""
+    qkv = torch.randn(6, 10, 24)
+    bias = torch.randn(2, 10, 10)
+    padding = None
+    if padded:
+        padding = torch.zeros(3, 10)
+        padding[2, 7:] = padding[0, 4] = -1e4
+    grad_out = torch.randn(6, 10, 8)
+    fused = _attention_and_grads(
+        lambda q, b: attention_kernel.sdpa_with_bias_gradient(
+            q, b, padding, 3 if padded else 1, 0.3), qkv, bias, grad_out)
+    recomputed = _attention_and_grads(
+        lambda q, b: biased_attention(q, b, padding, 0.3, training=True),
+        qkv, bias, grad_out)
+    for a, b in zip(fused, recomputed):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_devices_with_a_bias_gradient_kernel_take_it(monkeypatch):
+    """Where :func:`fused_bias_gradient` holds (CUDA), training goes through
+    the one SDPA call, never the recomputing autograd Function; the result
+    is the same."""
+    qkv, bias = torch.randn(6, 10, 24), torch.randn(2, 10, 10)
+    grad_out = torch.randn(6, 10, 8)
+    expected = _attention_and_grads(
+        lambda q, b: biased_attention(q, b, None, 0.3, training=True),
+        qkv, bias, grad_out)
+
+    def refuse(*args):
+        raise AssertionError('the recomputing backward was used')
+
+    monkeypatch.setattr(attention_kernel, 'fused_bias_gradient',
+                        lambda qkv: True)
+    monkeypatch.setattr(attention_kernel._BiasedAttention, 'apply', refuse)
+    got = _attention_and_grads(
+        lambda q, b: biased_attention(q, b, None, 0.3, training=True),
+        qkv, bias, grad_out)
+    for a, b in zip(got, expected):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
 @pytest.mark.parametrize('long_distance', [False, True])
 @pytest.mark.parametrize('hw, group_size, interval', [
     ((14, 21), 7, 7),   # no padding

@@ -175,6 +175,40 @@ class _BiasedAttention(torch.autograd.Function):
         return grad_qkv, grad_bias.to(bias_dtype), None, None, None
 
 
+def fused_bias_gradient(qkv: torch.Tensor) -> bool:
+    """Whether ``qkv``'s device has a fused attention kernel that takes an
+    additive mask requiring grad and returns its gradient: CUDA's
+    memory-efficient attention. On CPU, PyTorch's fused kernel refuses such
+    a mask and SDPA falls back to its math path."""
+    return qkv.is_cuda
+
+
+def sdpa_with_bias_gradient(qkv: torch.Tensor, bias: torch.Tensor,
+                            padding: Optional[torch.Tensor], num_groups: int,
+                            scale: float,
+                            dropout_p: float = 0.) -> torch.Tensor:
+    """The attention of :func:`biased_attention` in one 4-D SDPA call whose
+    mask keeps its autograd graph, for devices where
+    :func:`fused_bias_gradient` holds: the kernel saves its log-sum-exp
+    rather than the attention matrix, applies dropout itself and returns the
+    mask's gradient, ``(B * G, heads, N, N)`` for the moment of its
+    backward, which autograd sums over the groups and images into the
+    ``(heads, N, N)`` bias gradient. Elsewhere the same call is SDPA's math
+    path (exact, but it keeps the attention matrix), which
+    :func:`biased_attention` takes for what its recomputing backward cannot
+    do: attention dropout, and graphs being captured (compiled, traced)."""
+    q, k, v = split_qkv(qkv, num_groups, bias.shape[0])
+    batch = q.shape[0]
+    # (1 or G, heads, N, N) -> (B * G, heads, N, N): a view of the bias
+    # without padding, a copy per image with it.
+    mask = attention_mask(bias, padding).to(q.dtype)
+    mask = mask.expand(batch, num_groups, *mask.shape[1:]).flatten(0, 1)
+    out = F.scaled_dot_product_attention(
+        q.flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1), attn_mask=mask,
+        dropout_p=dropout_p, scale=scale)
+    return merge_heads(out.view(batch, num_groups, *out.shape[1:]))
+
+
 def biased_attention(qkv: torch.Tensor,
                      bias: torch.Tensor,
                      padding: Optional[torch.Tensor],
@@ -206,18 +240,14 @@ def biased_attention(qkv: torch.Tensor,
     # The recomputing backward cannot replay dropout; under torch.compile
     # the compiler plans what to save and recompute itself, and a traced
     # graph (FLOP counting) should show the plain attention op.
-    if not needs_grad or dropout_p > 0 or capturing_graph():
+    if needs_grad and (fused_bias_gradient(qkv) or dropout_p > 0
+                       or capturing_graph()):
+        return sdpa_with_bias_gradient(qkv, bias, padding, num_groups, scale,
+                                       dropout_p)
+    if not needs_grad:  # a mask that requires grad forces SDPA's math path
         q, k, v = split_qkv(qkv, num_groups, num_heads)
-        if not needs_grad:  # a mask that requires grad forces SDPA's math
-            bias = bias.detach()
-        mask = attention_mask(bias, padding).to(q.dtype)
-        if needs_grad:  # the math path: SDPA's fused ones refuse such a mask
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask.unsqueeze(0), dropout_p=dropout_p,
-                scale=scale)
-        else:
-            out = grouped_sdpa(q, k, v, mask, scale, dropout_p)
-        return merge_heads(out)
+        mask = attention_mask(bias.detach(), padding)
+        return merge_heads(grouped_sdpa(q, k, v, mask, scale, dropout_p))
     if torch.is_autocast_enabled(qkv.device.type):
         with torch.autocast(qkv.device.type, enabled=False):
             return _BiasedAttention.apply(qkv, bias.to(qkv.dtype), padding,

@@ -274,8 +274,22 @@ def train_step_peak_memory(name, args):
     loss.backward()
     if args.device == 'cuda':
         return torch.cuda.max_memory_allocated() - base
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return peak - base
+    return peak_rss() - base
+
+
+def peak_rss():
+    """Bytes of this process image's peak resident set. On Linux, from
+    ``VmHWM``: ``getrusage``'s ``ru_maxrss`` carries over ``fork`` and
+    ``exec``, so a worker started by a larger parent would report the
+    parent's size."""
+    try:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('VmHWM:'):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def dtype_of(name):
