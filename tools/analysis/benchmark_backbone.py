@@ -635,7 +635,7 @@ def prepare_detector(name, args):
     def step():
         with DefaultScope.overwrite_default_scope(scope):
             log_vars = model.train_step(copy.deepcopy(data), optim_wrapper)
-        losses.append(float(log_vars['loss']))
+        losses.append(float(torch.as_tensor(log_vars['loss']).detach()))
 
     # The warm-up step, alone: on CUDA its peak, less what was allocated
     # before this model was built (the other model), is this model's.
