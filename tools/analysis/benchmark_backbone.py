@@ -192,19 +192,14 @@ def time_compiled_forward(name, model, x, repeat, dtype, device, backend):
     so that a change of the machine's load affects both alike."""
     torch._dynamo.reset()
     compiled = torch.compile(model, backend=backend)
-    eager_times, compiled_times = [], []
     with torch.no_grad(), run_context(name, model), \
             autocast_to(dtype, device):
-        sync(device)
-        start = time.perf_counter()
-        compiled(x)
-        sync(device)
-        first = time.perf_counter() - start
-        for _ in range(repeat):
-            eager_times += timed(lambda: model(x), 1, device)
-            compiled_times += timed(lambda: compiled(x), 1, device)
-    return (first, statistics.median(eager_times),
-            statistics.median(compiled_times))
+        first, = timed(lambda: compiled(x), 1, device, warm_up=False)
+        times = interleaved({'eager': lambda: model(x),
+                             'compiled': lambda: compiled(x)}, repeat,
+                            device, warm_up=False)
+    return (first, statistics.median(times['eager']),
+            statistics.median(times['compiled']))
 
 
 def train_step(name, model, x, dtype, device):
