@@ -9,37 +9,41 @@ from helpers.official_block import official_block, official_forward
 from mmcrossformer.models import (CrossFormer, CrossFormerBlock,
                                   attention_kernel)
 from mmcrossformer.models.attention_kernel import biased_attention
+from mmcrossformer.models.position_bias import RelativeBias
+
+
+def _relative_bias(heads, group_h, group_w, dtype=torch.float32):
+    table = torch.randn(heads, 2 * group_h - 1, 2 * group_w - 1, dtype=dtype)
+    return RelativeBias(table.requires_grad_(), group_h, group_w)
 
 
 @pytest.mark.parametrize('padded', [False, True])
-@pytest.mark.parametrize('tile_elements', [1 << 20, 60, 30])
+@pytest.mark.parametrize('tile_elements', [1 << 20, 72, 36])
 def test_biased_attention_gradcheck(padded, tile_elements, monkeypatch):
-    """The recomputing backward is the exact derivative (float64 in, float64
+    """The tiled backward is the exact derivative (float64 in, float64
     recomputation, hence the tolerance float32 would fail) for the packed
-    qkv and the bias, without and with padded keys, whether a tile of the
-    backward holds whole groups (2**20), one group's heads (60 = 2 heads of
-    5x5) or one head (30)."""
-    monkeypatch.setattr(attention_kernel, 'BACKWARD_CHUNK_ELEMENTS',
-                        tile_elements)
-    images, groups, heads, length, head_dims = 2, 3, 2, 5, 4
-    qkv = torch.randn(images * groups, length, 3 * heads * head_dims,
+    qkv and the bias table, without and with padded keys, whether a tile
+    holds whole groups (2**20), one group's heads (72 = 2 heads of 2x3) or
+    one head (36)."""
+    monkeypatch.setattr(attention_kernel, 'TILE_ELEMENTS', tile_elements)
+    images, groups, heads, head_dims = 2, 3, 2, 4
+    bias = _relative_bias(heads, 2, 3, torch.float64)
+    qkv = torch.randn(images * groups, bias.length, 3 * heads * head_dims,
                       dtype=torch.float64, requires_grad=True)
-    bias = torch.randn(heads, length, length, dtype=torch.float64,
-                       requires_grad=True)
     padding = None
     if padded:  # group 1 has 2 padded keys, group 2 one
-        padding = torch.zeros(groups, length, dtype=torch.float64)
-        padding[1, 3:] = padding[2, 1] = -1e4
+        padding = torch.zeros(groups, bias.length, dtype=torch.float64)
+        padding[1, 4:] = padding[2, 1] = -1e4
     assert torch.autograd.gradcheck(
-        lambda qkv, bias: biased_attention(
-            qkv, bias, padding, 0.5, training=True),
-        (qkv, bias), atol=1e-9, rtol=1e-7)
+        lambda qkv, table: biased_attention(
+            qkv, bias._replace(table=table), padding, 0.5, training=True),
+        (qkv, bias.table), atol=1e-9, rtol=1e-7)
 
 
 def test_biased_attention_training_path_equals_inference_path():
     """The autograd Function's forward gives the no-grad path's output."""
+    bias = _relative_bias(2, 2, 5)
     qkv = torch.randn(6, 10, 24, requires_grad=True)
-    bias = torch.randn(2, 10, 10, requires_grad=True)
     padding = torch.zeros(3, 10)
     padding[2, 7:] = -1e4
     trained = biased_attention(qkv, bias, padding, 0.3, training=True)
@@ -49,21 +53,35 @@ def test_biased_attention_training_path_equals_inference_path():
     torch.testing.assert_close(trained, inferred, atol=1e-6, rtol=1e-6)
 
 
+def test_keys_reversed_view_is_the_dense_bias():
+    """The strided view the tiles read is the dense bias with the keys in
+    reverse order, and :meth:`table_gradient` is its adjoint (the gradient
+    autograd gives through the dense gather)."""
+    bias = _relative_bias(3, 4, 5)
+    dense = bias.dense()
+    reversed_keys = bias.keys_reversed().reshape(3, 20, 20)
+    torch.testing.assert_close(reversed_keys, dense.flip(-1))
+    grad = torch.randn(3, 20, 20)
+    expected, = torch.autograd.grad(dense, bias.table, grad)
+    torch.testing.assert_close(bias.table_gradient(grad.flip(-1)), expected)
+
+
 def _attention_and_grads(fn, qkv, bias, grad_out):
-    qkv, bias = (t.detach().clone().requires_grad_() for t in (qkv, bias))
-    out = fn(qkv, bias)
+    qkv = qkv.detach().clone().requires_grad_()
+    table = bias.table.detach().clone().requires_grad_()
+    out = fn(qkv, bias._replace(table=table))
     out.backward(grad_out)
-    return out, qkv.grad, bias.grad
+    return out, qkv.grad, table.grad
 
 
 @pytest.mark.parametrize('padded', [False, True])
-def test_sdpa_with_bias_gradient_equals_recomputing_backward(padded):
+def test_sdpa_with_bias_gradient_equals_tiled_backward(padded):
     """The one-call path that CUDA takes (its memory-efficient kernel
     returns the mask's gradient), run here as SDPA's math path, gives the
-    recomputing backward's output and gradients, for 2 images of 3 groups,
-    with and without padded keys."""
+    tiled path's output and gradients, for 2 images of 3 groups, with and
+    without padded keys."""
     qkv = torch.randn(6, 10, 24)
-    bias = torch.randn(2, 10, 10)
+    bias = _relative_bias(2, 2, 5)
     padding = None
     if padded:
         padding = torch.zeros(3, 10)
@@ -71,29 +89,29 @@ def test_sdpa_with_bias_gradient_equals_recomputing_backward(padded):
     grad_out = torch.randn(6, 10, 8)
     fused = _attention_and_grads(
         lambda q, b: attention_kernel.sdpa_with_bias_gradient(
-            q, b, padding, 3 if padded else 1, 0.3), qkv, bias, grad_out)
-    recomputed = _attention_and_grads(
+            q, b.dense(), padding, 3 if padded else 1, 0.3), qkv, bias,
+        grad_out)
+    tiled = _attention_and_grads(
         lambda q, b: biased_attention(q, b, padding, 0.3, training=True),
         qkv, bias, grad_out)
-    for a, b in zip(fused, recomputed):
+    for a, b in zip(fused, tiled):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-def test_devices_with_a_bias_gradient_kernel_take_it(monkeypatch):
-    """Where :func:`fused_bias_gradient` holds (CUDA), training goes through
-    the one SDPA call, never the recomputing autograd Function; the result
+def test_other_devices_take_one_sdpa_call(monkeypatch):
+    """Where :func:`tiled_kernel` does not hold (CUDA), training goes
+    through the one SDPA call, never the tiled autograd Function; the result
     is the same."""
-    qkv, bias = torch.randn(6, 10, 24), torch.randn(2, 10, 10)
+    qkv, bias = torch.randn(6, 10, 24), _relative_bias(2, 2, 5)
     grad_out = torch.randn(6, 10, 8)
     expected = _attention_and_grads(
         lambda q, b: biased_attention(q, b, None, 0.3, training=True),
         qkv, bias, grad_out)
 
     def refuse(*args):
-        raise AssertionError('the recomputing backward was used')
+        raise AssertionError('the tiled backward was used')
 
-    monkeypatch.setattr(attention_kernel, 'fused_bias_gradient',
-                        lambda qkv: True)
+    monkeypatch.setattr(attention_kernel, 'tiled_kernel', lambda qkv: False)
     monkeypatch.setattr(attention_kernel._BiasedAttention, 'apply', refuse)
     got = _attention_and_grads(
         lambda q, b: biased_attention(q, b, None, 0.3, training=True),

@@ -19,8 +19,9 @@ class GroupAttention(BaseModule):
 
     The attention logits get the DPB bias of the group shape, and padded keys
     an additive mask; both go with the packed qkv projection to the fused
-    attention kernel (see :func:`~.attention_kernel.biased_attention`), so no
-    ``(groups, heads, N, N)`` attention matrix or mask is kept for backward.
+    attention kernel (see :func:`~.attention_kernel.biased_attention`), the
+    bias as its table of offsets, so no ``(groups, heads, N, N)`` attention
+    matrix or mask is kept for backward.
 
     Args:
         embed_dims (int): Channels ``C``.
@@ -69,10 +70,11 @@ class GroupAttention(BaseModule):
         Returns:
             Tensor: ``(B * num_groups, N, C)``.
         """
-        bias = self.position_bias.group_bias(*group_shape)  # (heads, N, N)
+        bias = self.position_bias.relative_bias(*group_shape)
         padding = None
         if key_padding_mask is not None:  # (nG, N)
-            padding = key_padding_mask.to(bias.dtype) * PADDING_MASK_VALUE
+            padding = key_padding_mask.to(
+                bias.table.dtype) * PADDING_MASK_VALUE
         x = biased_attention(self.qkv(x), bias, padding, self.scale,
                              self.attn_drop_rate, self.training)
         return self.proj_drop(self.proj(x))

@@ -1,37 +1,48 @@
-"""Grouped multi-head attention with an additive bias that needs a gradient.
+"""Grouped multi-head attention with the DPB bias, whose gradient is needed.
 
 LSDA adds the DPB position bias to the logits, and the bias is a function of
 trained weights. ``F.scaled_dot_product_attention`` falls back to its math
 path whenever ``attn_mask`` requires grad, which keeps a ``(groups, heads,
 N, N)`` attention matrix of every block for backward: with long-distance
 groups of ~1000 embeddings these are the largest tensors of a training step.
-:func:`biased_attention` instead runs the fused kernel forward, saving only
-the packed ``qkv`` projection, the bias, the padding and the output, and
-recomputes the attention in backward a few heads at a time to get the
-gradients of ``qkv`` and of the bias:
 
-- the recomputed ``(heads, N, N)`` tiles are small (:data:`BACKWARD_CHUNK_
-  ELEMENTS`) and reused from one step of the loop to the next, so on a CPU
-  they stay in cache and never come from fresh pages (a tensor of more than
-  32 MiB is a new ``mmap`` for glibc, whose page faults cost more than the
-  arithmetic on it);
-- the gradient of ``qkv`` is written in its packed layout, and the bias
-  gradient is summed over groups and images tile by tile, so neither a
-  ``(groups, heads, N, N)`` mask gradient nor the copies of autograd's
-  unbind / permute backward are ever made.
+On CPU, :func:`biased_attention` goes through the groups and heads in tiles
+of at most :data:`TILE_ELEMENTS` logits, so that what it makes stays in
+cache and is reused (a tensor of more than 32 MiB is a new ``mmap`` for
+glibc, whose page faults cost more than the arithmetic on it):
+
+- forward: PyTorch's fused CPU kernel (flash attention) per tile, which
+  also gives the log-sum-exp of every row; the autograd Function saves only
+  the packed ``qkv``, the output and that log-sum-exp;
+- backward: per tile, ``P = exp(logits - lse)`` recomputed, then the
+  gradients of ``qkv`` written in its packed layout (no copies of autograd's
+  unbind / permute backward);
+- the bias comes as its ``(heads, 2Gh-1, 2Gw-1)`` table of offsets
+  (:class:`~.position_bias.RelativeBias`) and is made dense only a few heads
+  at a time, as is its gradient: a head's bias gradient is summed over
+  groups and images in one ``(N, N)`` tile, then folded into the table.
+  Tiles of one long-distance group (N ~ 1000) take their keys in reverse
+  order, which makes every (query, key) pair's bias a strided view of the
+  table (:meth:`~.position_bias.RelativeBias.keys_reversed`), so a head's
+  dense bias is a plain copy rather than a gather.
+
+Other devices (CUDA's memory-efficient kernel takes a mask that requires
+grad and returns its gradient), attention dropout and graph capture
+(``torch.compile``, export, FLOP counting) take one SDPA call with the dense
+bias instead.
 """
-import itertools
-from typing import Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .caching import capturing_graph
+from .position_bias import RelativeBias
 
-# Logits recomputed at once in backward (elements of each of the two tiles,
-# S/P and dS): 2**20 float32 elements = 4 MiB. One head of one group is never
-# split, so a tile holds at least N * N elements.
-BACKWARD_CHUNK_ELEMENTS = 1 << 20
+# Logits of one tile (elements of each of the backward's two tiles, P and
+# dS): 2**20 float32 elements = 4 MiB. One head of one group is never split,
+# so a tile holds at least N * N elements.
+TILE_ELEMENTS = 1 << 20
 
 
 def split_qkv(qkv: torch.Tensor, num_groups: int, num_heads: int
@@ -43,6 +54,20 @@ def split_qkv(qkv: torch.Tensor, num_groups: int, num_heads: int
     # (B, nG, N, 3, heads, d) -> (3, B, nG, heads, N, d)
     return qkv.view(-1, num_groups, length, 3, num_heads,
                     head_dims).permute(3, 0, 1, 4, 2, 5).unbind(0)
+
+
+def split_heads(x: torch.Tensor, num_groups: int,
+                num_heads: int) -> torch.Tensor:
+    """``(B * G, N, heads * d)`` -> a ``(B, G, heads, N, d)`` view."""
+    _, length, channels = x.shape
+    return x.view(-1, num_groups, length, num_heads,
+                  channels // num_heads).transpose(2, 3)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``(B, G, heads, N, d)`` -> ``(B * G, N, heads * d)``."""
+    batch, groups, heads, length, head_dims = x.shape
+    return x.transpose(2, 3).reshape(batch * groups, length, heads * head_dims)
 
 
 def attention_mask(bias: torch.Tensor,
@@ -79,108 +104,181 @@ def grouped_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     ])
 
 
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
-    """``(B, G, heads, N, d)`` -> ``(B * G, N, heads * d)``."""
-    batch, groups, heads, length, head_dims = x.shape
-    return x.transpose(2, 3).reshape(batch * groups, length, heads * head_dims)
-
-
 def _tile_shape(num_groups: int, num_heads: int, length: int):
-    """(groups, heads) recomputed at once: whole groups while a group's
-    heads fit in :data:`BACKWARD_CHUNK_ELEMENTS`, else a few heads."""
+    """(groups, heads) attended at once: whole groups while a group's heads
+    fit in :data:`TILE_ELEMENTS`, else a few heads."""
     per_group = num_heads * length * length
-    if per_group <= BACKWARD_CHUNK_ELEMENTS:
-        return min(num_groups, BACKWARD_CHUNK_ELEMENTS // per_group), num_heads
-    return 1, max(1, BACKWARD_CHUNK_ELEMENTS // (length * length))
+    if per_group <= TILE_ELEMENTS:
+        return min(num_groups, TILE_ELEMENTS // per_group), num_heads
+    return 1, max(1, TILE_ELEMENTS // (length * length))
+
+
+def _tiles(batch: int, num_groups: int, num_heads: int, length: int
+           ) -> Iterator[Tuple[slice, List[Tuple[int, slice]]]]:
+    """The tiles, heads outermost (a head's bias, and in backward its bias
+    gradient, stay in cache while its groups go by): ``(heads, [(image,
+    groups), ...])`` slices of the ``(B, G, heads)`` axes."""
+    group_step, head_step = _tile_shape(num_groups, num_heads, length)
+    for h0 in range(0, num_heads, head_step):
+        yield slice(h0, min(num_heads, h0 + head_step)), [
+            (b, slice(g0, min(num_groups, g0 + group_step)))
+            for b in range(batch) for g0 in range(0, num_groups, group_step)
+        ]
+
+
+def _size(s: slice) -> int:
+    return s.stop - s.start
+
+
+def _reverses_keys(num_groups: int, num_heads: int, length: int) -> bool:
+    """Whether the tiles take their keys (and values) in reverse order:
+    when a tile holds one group (long-distance groups of many embeddings).
+    A head's bias is then a strided view of the table, made dense by a fast
+    copy, where the bias in key order is a gather from it; tiles of many
+    small groups share one bias in key order instead, and need no reversed
+    copies of their keys."""
+    return _tile_shape(num_groups, num_heads, length)[0] == 1
+
+
+def _head_bias(bias: RelativeBias, heads: slice,
+               reverse: bool) -> torch.Tensor:
+    """The ``(h, N, N)`` bias of ``heads``, keys reversed if
+    ``reverse``."""
+    if reverse:
+        return bias.keys_reversed()[heads].reshape(_size(heads), bias.length,
+                                                   bias.length)
+    return bias.dense()[heads]
+
+
+def _keys(t: torch.Tensor, reverse: bool) -> torch.Tensor:
+    """``(..., N, d)`` keys, values or their gradients in the tiles' key
+    order (a reversed copy if ``reverse``; the same for the inverse)."""
+    return t.flip(-2) if reverse else t
+
+
+def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+            bias: RelativeBias, padding: Optional[torch.Tensor],
+            scale: float, out: torch.Tensor,
+            lse: Optional[torch.Tensor] = None) -> None:
+    """The tiled forward: attention of ``(B, G, heads, N, d)`` views ``q, k,
+    v``, written into ``out`` (a view of the same shape) and the rows'
+    log-sum-exp into ``lse`` ``(B, G, heads, N)`` if given. ``bias`` and
+    ``padding`` ``(G, N)`` are in ``q``'s dtype."""
+    batch, num_groups, num_heads, length, _ = q.shape
+    reverse = _reverses_keys(num_groups, num_heads, length)
+    if padding is not None:
+        padding = _keys(padding.unsqueeze(-1), reverse).squeeze(-1)
+    for heads, tiles in _tiles(batch, num_groups, num_heads, length):
+        # These heads' bias (1, h, N, N), made once for all their groups.
+        head_bias = _head_bias(bias, heads, reverse).unsqueeze(0)
+        for b, groups in tiles:
+            index = (b, groups, heads)
+            mask = head_bias
+            if padding is not None:
+                mask = head_bias + padding[groups, None, None, :]
+            # (g, h, N, d) tiles, keys and values in the tiles' order.
+            tile_out, tile_lse = (
+                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+                    q[index], _keys(k[index], reverse),
+                    _keys(v[index], reverse), attn_mask=mask, scale=scale))
+            out[index] = tile_out
+            if lse is not None:
+                lse[index] = tile_lse
 
 
 class _BiasedAttention(torch.autograd.Function):
 
     @staticmethod
-    def forward(ctx, qkv, bias, padding, num_groups, scale):
-        num_heads = bias.shape[0]
-        # Detached: SDPA takes its math path for a mask that requires grad,
-        # even without grad mode.
-        with torch.no_grad():
-            out = grouped_sdpa(
-                *split_qkv(qkv.detach(), num_groups, num_heads),
-                attention_mask(bias.detach(), padding), scale)
+    def forward(ctx, qkv, table, group_h, group_w, padding, num_groups,
+                scale):
+        num_heads, length = table.shape[0], group_h * group_w
+        q, k, v = split_qkv(qkv, num_groups, num_heads)
         # (B * G, N, C), the layout the output projection reads, so that the
         # projection's saved input is this same storage.
-        out = merge_heads(out)
-        ctx.save_for_backward(qkv, bias, padding, out)
-        ctx.num_groups, ctx.scale = num_groups, scale
+        out = qkv.new_empty(qkv.shape[0], length, qkv.shape[-1] // 3)
+        lse = qkv.new_empty(*q.shape[:-1], dtype=torch.promote_types(
+            qkv.dtype, torch.float32))
+        _attend(q, k, v, RelativeBias(table, group_h, group_w), padding,
+                scale, split_heads(out, num_groups, num_heads), lse)
+        ctx.save_for_backward(qkv, table, padding, out, lse)
+        ctx.shape = num_groups, group_h, group_w
+        ctx.scale = scale
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        qkv, bias, padding, out = ctx.saved_tensors
-        scale, num_groups = ctx.scale, ctx.num_groups
-        num_heads, length = bias.shape[:2]
+        qkv, table, padding, out, lse = ctx.saved_tensors
+        num_groups, group_h, group_w = ctx.shape
+        scale, num_heads, length = ctx.scale, table.shape[0], group_h * group_w
         q, k, v = split_qkv(qkv, num_groups, num_heads)
-        batch, _, _, _, head_dims = q.shape
+        batch, head_dims = q.shape[0], q.shape[-1]
         grad_qkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
         grad_q, grad_k, grad_v = split_qkv(grad_qkv, num_groups, num_heads)
-        # (B * G, N, C) -> (B, G, heads, N, d), like q.
-        out, grad_out = (t.reshape(batch, num_groups, length, num_heads,
-                                   head_dims).transpose(2, 3)
+        out, grad_out = (split_heads(t, num_groups, num_heads)
                          for t in (out, grad_out))
         # Half-precision inputs are recomputed in float32, float64 in float64.
         compute = torch.promote_types(qkv.dtype, torch.float32)
-        bias_dtype, bias = bias.dtype, bias.to(compute)
-        grad_bias = torch.zeros_like(bias)
+        bias = RelativeBias(table.to(compute), group_h, group_w)
+        grad_table = torch.empty_like(bias.table)
+        reverse = _reverses_keys(num_groups, num_heads, length)
         if padding is not None:
-            padding = padding.to(compute)
-        # rowsum(dO * O): (B, G, heads, N, 1).
-        delta = (grad_out.to(compute) * out).sum(-1, keepdim=True)
-        q_scaled = q * scale
+            padding = _keys(padding.unsqueeze(-1), reverse).squeeze(-1).to(
+                compute)
         group_step, head_step = _tile_shape(num_groups, num_heads, length)
-        tiles = [torch.empty(group_step * head_step, length, length,
-                             dtype=compute, device=qkv.device)
-                 for _ in range(2)]
-        # Heads outermost: one head's bias and bias gradient stay in cache
-        # while its groups go by.
-        for h0, b, g0 in itertools.product(
-                range(0, num_heads, head_step), range(batch),
-                range(0, num_groups, group_step)):
-            h1 = min(num_heads, h0 + head_step)
-            g1 = min(num_groups, g0 + group_step)
-            count = (g1 - g0) * (h1 - h0)
-            index = (b, slice(g0, g1), slice(h0, h1))
-            # (g, h, N, d) -> (g * h, N, d); q is pre-scaled.
-            qc, kc, vc, doc, dc = (
-                t[index].to(compute).reshape(count, length, -1)
-                for t in (q_scaled, k, v, grad_out, delta))
-            # P = softmax(scale * q k^T + bias + padding), in place.
-            probs = torch.bmm(qc, kc.transpose(1, 2), out=tiles[0][:count])
-            logits = probs.view(g1 - g0, h1 - h0, length, length)
-            logits += bias[h0:h1]
-            if padding is not None:
-                logits += padding[g0:g1, None, None, :]
-            torch.softmax(probs, -1, out=probs)
-            grad_v[index] = (probs.transpose(1, 2) @ doc).view(
-                g1 - g0, h1 - h0, length, head_dims)
-            # dS = P * (dP - rowsum(dO * O)), dP = dO v^T.
-            grad_s = torch.bmm(doc, vc.transpose(1, 2), out=tiles[1][:count])
-            grad_s -= dc
-            grad_s *= probs
-            grad_s4 = grad_s.view(g1 - g0, h1 - h0, length, length)
-            grad_bias[h0:h1] += (grad_s4[0] if g1 - g0 == 1 else
-                                 grad_s4.sum(0))
-            grad_q[index] = (grad_s @ kc).mul_(scale).view(
-                g1 - g0, h1 - h0, length, head_dims)
-            # d(scale * q k^T)/dk = scale * q: qc is already scaled.
-            grad_k[index] = (grad_s.transpose(1, 2) @ qc).view(
-                g1 - g0, h1 - h0, length, head_dims)
-        return grad_qkv, grad_bias.to(bias_dtype), None, None, None
+        probs_tile, grad_tile = (
+            torch.empty(group_step * head_step, length, length,
+                        dtype=compute, device=qkv.device) for _ in range(2))
+        head_grad_tile = torch.empty(head_step, length, length,
+                                     dtype=compute, device=qkv.device)
+        for heads, tiles in _tiles(batch, num_groups, num_heads, length):
+            head_bias = _head_bias(bias, heads, reverse)  # (h, N, N)
+            head_grad = head_grad_tile[:_size(heads)].zero_()
+            for b, groups in tiles:
+                index = (b, groups, heads)
+                tile = (_size(groups), _size(heads), length)
+                count = tile[0] * tile[1]
+                # (g, h, N, d) -> (g * h, N, d); q pre-scaled, keys and
+                # values in the tiles' order.
+                qc = torch.mul(q[index], scale, out=qkv.new_empty(
+                    *tile, head_dims, dtype=compute)).view(count, length, -1)
+                kc, vc = (_keys(t[index], reverse).to(compute).reshape(
+                    count, length, -1) for t in (k, v))
+                doc = grad_out[index].to(compute).reshape(count, length, -1)
+                # rowsum(dO * O): (g * h, N, 1).
+                delta = (doc * out[index].reshape(count, length, -1)).sum(
+                    -1, keepdim=True)
+                # P = exp(scale * q k^T + bias + padding - lse), in place.
+                probs = probs_tile[:count]
+                probs.view(*tile, length).copy_(head_bias)
+                if padding is not None:
+                    probs.view(*tile, length).add_(
+                        padding[groups, None, None, :])
+                probs.baddbmm_(qc, kc.transpose(1, 2))
+                probs.sub_(lse[index].reshape(count, length, 1)).exp_()
+                grad_v[index] = _keys((probs.transpose(1, 2) @ doc).view(
+                    *tile, head_dims), reverse)
+                # dS = P * (dP - rowsum(dO * O)), dP = dO v^T.
+                grad_s = torch.bmm(doc, vc.transpose(1, 2),
+                                   out=grad_tile[:count])
+                grad_s.sub_(delta).mul_(probs)
+                grad_s4 = grad_s.view(*tile, length)
+                head_grad += grad_s4[0] if tile[0] == 1 else grad_s4.sum(0)
+                grad_q[index] = (grad_s @ kc).mul_(scale).view(
+                    *tile, head_dims)
+                # d(scale * q k^T)/dk = scale * q: qc is already scaled.
+                grad_k[index] = _keys((grad_s.transpose(1, 2) @ qc).view(
+                    *tile, head_dims), reverse)
+            grad_table[heads] = bias.table_gradient(head_grad, reverse)
+        return (grad_qkv, grad_table.to(table.dtype), None, None, None, None,
+                None)
 
 
-def fused_bias_gradient(qkv: torch.Tensor) -> bool:
-    """Whether ``qkv``'s device has a fused attention kernel that takes an
-    additive mask requiring grad and returns its gradient: CUDA's
-    memory-efficient attention. On CPU, PyTorch's fused kernel refuses such
-    a mask and SDPA falls back to its math path."""
-    return qkv.is_cuda
+def tiled_kernel(qkv: torch.Tensor) -> bool:
+    """Whether ``qkv``'s device takes the tiled path (CPU, whose fused
+    kernel refuses a mask that requires grad). Elsewhere one SDPA call with
+    the dense bias: CUDA's memory-efficient attention takes such a mask and
+    returns its gradient."""
+    return qkv.device.type == 'cpu'
 
 
 def sdpa_with_bias_gradient(qkv: torch.Tensor, bias: torch.Tensor,
@@ -188,15 +286,15 @@ def sdpa_with_bias_gradient(qkv: torch.Tensor, bias: torch.Tensor,
                             scale: float,
                             dropout_p: float = 0.) -> torch.Tensor:
     """The attention of :func:`biased_attention` in one 4-D SDPA call whose
-    mask keeps its autograd graph, for devices where
-    :func:`fused_bias_gradient` holds: the kernel saves its log-sum-exp
-    rather than the attention matrix, applies dropout itself and returns the
-    mask's gradient, ``(B * G, heads, N, N)`` for the moment of its
-    backward, which autograd sums over the groups and images into the
+    dense mask keeps its autograd graph, for devices where
+    :func:`tiled_kernel` does not hold: CUDA's memory-efficient kernel saves
+    its log-sum-exp rather than the attention matrix, applies dropout itself
+    and returns the mask's gradient, ``(B * G, heads, N, N)`` for the moment
+    of its backward, which autograd sums over the groups and images into the
     ``(heads, N, N)`` bias gradient. Elsewhere the same call is SDPA's math
     path (exact, but it keeps the attention matrix), which
-    :func:`biased_attention` takes for what its recomputing backward cannot
-    do: attention dropout, and graphs being captured (compiled, traced)."""
+    :func:`biased_attention` takes for what the tiled path cannot do:
+    attention dropout, and graphs being captured (compiled, traced)."""
     q, k, v = split_qkv(qkv, num_groups, bias.shape[0])
     batch = q.shape[0]
     # (1 or G, heads, N, N) -> (B * G, heads, N, N): a view of the bias
@@ -210,7 +308,7 @@ def sdpa_with_bias_gradient(qkv: torch.Tensor, bias: torch.Tensor,
 
 
 def biased_attention(qkv: torch.Tensor,
-                     bias: torch.Tensor,
+                     bias: RelativeBias,
                      padding: Optional[torch.Tensor],
                      scale: float,
                      dropout_p: float = 0.,
@@ -222,8 +320,8 @@ def biased_attention(qkv: torch.Tensor,
         qkv (Tensor): ``(B * G, N, 3 * C)``, the qkv projection of ``B``
             images' ``G`` groups (image-major), channels ordered
             ``(q|k|v, head, head_dims)``.
-        bias (Tensor): ``(heads, N, N)`` additive position bias, the same in
-            every group; may require grad.
+        bias (RelativeBias): the position bias of the group shape, the same
+            in every group; its table may require grad.
         padding (Tensor, optional): ``(G, N)`` additive key mask of each
             group (0, or a large negative value on padded keys).
         scale (float): Logit scale.
@@ -233,23 +331,32 @@ def biased_attention(qkv: torch.Tensor,
         Tensor: ``(B * G, N, C)``, heads concatenated per embedding.
     """
     num_groups = 1 if padding is None else padding.shape[0]
-    num_heads = bias.shape[0]
+    num_heads = bias.table.shape[0]
     dropout_p = dropout_p if training else 0.
     needs_grad = torch.is_grad_enabled() and (qkv.requires_grad
-                                              or bias.requires_grad)
-    # The recomputing backward cannot replay dropout; under torch.compile
-    # the compiler plans what to save and recompute itself, and a traced
-    # graph (FLOP counting) should show the plain attention op.
-    if needs_grad and (fused_bias_gradient(qkv) or dropout_p > 0
-                       or capturing_graph()):
-        return sdpa_with_bias_gradient(qkv, bias, padding, num_groups, scale,
-                                       dropout_p)
-    if not needs_grad:  # a mask that requires grad forces SDPA's math path
+                                              or bias.table.requires_grad)
+    # The tiled backward cannot replay dropout; under torch.compile the
+    # compiler plans what to save and recompute itself, and a traced graph
+    # (FLOP counting, export) should show the plain attention op.
+    if not tiled_kernel(qkv) or dropout_p > 0 or capturing_graph():
+        if needs_grad:
+            return sdpa_with_bias_gradient(qkv, bias.dense(), padding,
+                                           num_groups, scale, dropout_p)
         q, k, v = split_qkv(qkv, num_groups, num_heads)
-        mask = attention_mask(bias.detach(), padding)
+        mask = attention_mask(bias.dense().detach(), padding)
         return merge_heads(grouped_sdpa(q, k, v, mask, scale, dropout_p))
+    if padding is not None:
+        padding = padding.to(qkv.dtype)
+    if not needs_grad:
+        out = qkv.new_empty(qkv.shape[0], bias.length, qkv.shape[-1] // 3)
+        table = bias.table.detach().to(qkv.dtype)
+        _attend(*split_qkv(qkv, num_groups, num_heads),
+                RelativeBias(table, bias.group_h, bias.group_w), padding,
+                scale, split_heads(out, num_groups, num_heads))
+        return out
+    args = (bias.table.to(qkv.dtype), bias.group_h, bias.group_w, padding,
+            num_groups, scale)
     if torch.is_autocast_enabled(qkv.device.type):
         with torch.autocast(qkv.device.type, enabled=False):
-            return _BiasedAttention.apply(qkv, bias.to(qkv.dtype), padding,
-                                          num_groups, scale)
-    return _BiasedAttention.apply(qkv, bias, padding, num_groups, scale)
+            return _BiasedAttention.apply(qkv, *args)
+    return _BiasedAttention.apply(qkv, *args)

@@ -1,5 +1,5 @@
 """Dynamic position bias (DPB)."""
-from typing import Tuple
+from typing import NamedTuple, Tuple
 
 import torch
 import torch.nn as nn
@@ -35,6 +35,76 @@ def relative_tables(group_h: int, group_w: int, device: torch.device
     rows = (ys[:, None] - ys[None, :] + group_h - 1).flatten()
     cols = (xs[:, None] - xs[None, :] + group_w - 1).flatten()
     return offsets, rows, cols
+
+
+class RelativeBias(NamedTuple):
+    """The DPB bias of a ``group_h x group_w`` group as its table of
+    offsets: the bias of a query ``(yq, xq)`` and a key ``(yk, xk)`` is
+    ``table[:, yq - yk + Gh - 1, xq - xk + Gw - 1]``.
+
+    Attributes:
+        table (Tensor): ``(heads, 2Gh-1, 2Gw-1)``, contiguous.
+        group_h (int): ``Gh``.
+        group_w (int): ``Gw``.
+    """
+    table: torch.Tensor
+    group_h: int
+    group_w: int
+
+    @property
+    def length(self) -> int:
+        """Embeddings per group, ``N = Gh * Gw``."""
+        return self.group_h * self.group_w
+
+    def dense(self) -> torch.Tensor:
+        """The bias of every (query, key) pair, row-major in the group:
+        ``(heads, N, N)``, gathered one axis at a time (differentiable)."""
+        heads = self.table.shape[0]
+        gh, gw = self.group_h, self.group_w
+        _, rows, cols = relative_tables(gh, gw, self.table.device)
+        # (heads, dy, dx) -> (heads, yq*yk, xq*xk) -> (heads, yq, xq, yk, xk)
+        bias = self.table.index_select(1, rows).index_select(2, cols)
+        bias = bias.view(heads, gh, gh, gw, gw)
+        return bias.permute(0, 1, 3, 2, 4).reshape(heads, self.length,
+                                                   self.length)
+
+    def keys_reversed(self) -> torch.Tensor:
+        """The bias with the keys in reverse order, as a view of the table:
+        ``(heads, Gh, Gw, Gh, Gw)``, entry ``[h, yq, xq, yr, xr]`` for the
+        key ``(Gh-1-yr, Gw-1-xr)``.
+
+        Reversing the keys turns the offset ``yq - yk + Gh - 1`` into
+        ``yq + yr``, so each pair reads the table at ``(yq + yr, xq + xr)``:
+        strides ``(2Gw-1, 1)`` along both the query and the key axes. No
+        ``(heads, N, N)`` tensor is made; :meth:`table_gradient` is the
+        adjoint.
+        """
+        heads, row, col = self.table.stride()
+        return self.table.as_strided(
+            (self.table.shape[0], self.group_h, self.group_w, self.group_h,
+             self.group_w), (heads, row, col, row, col),
+            self.table.storage_offset())
+
+    def table_gradient(self, grad: torch.Tensor,
+                       keys_reversed: bool = True) -> torch.Tensor:
+        """Adjoint of :meth:`keys_reversed` (of :meth:`dense` if
+        ``keys_reversed`` is False): the ``(h, N, N)`` gradient of the bias
+        of ``h`` heads summed into ``(h, 2Gh-1, 2Gw-1)``, the pairs of each
+        offset added up."""
+        gh, gw = self.group_h, self.group_w
+        ys = torch.arange(gh, device=grad.device)
+        xs = torch.arange(gw, device=grad.device)
+        # The table row of (yq, yk) is yq + yr with yr = Gh-1-yk the key's
+        # reversed row; likewise for columns.
+        key_ys, key_xs = (ys, xs) if keys_reversed else (gh - 1 - ys,
+                                                         gw - 1 - xs)
+        index = ((ys[:, None, None, None] + key_ys[None, None, :, None]) *
+                 (2 * gw - 1) + xs[None, :, None, None] +
+                 key_xs[None, None, None, :]).reshape(1, -1)
+        heads = grad.shape[0]
+        out = grad.new_zeros(heads, (2 * gh - 1) * (2 * gw - 1))
+        out.scatter_add_(1, index.expand(heads, -1), grad.reshape(heads, -1))
+        return out.view(heads, 2 * gh - 1, 2 * gw - 1)
 
 
 class DynamicPositionBias(BaseModule):
@@ -76,31 +146,26 @@ class DynamicPositionBias(BaseModule):
             x = layer(x)
         return x
 
-    def group_bias(self, group_h: int, group_w: int) -> torch.Tensor:
-        """The bias of every (query, key) pair in a ``group_h x group_w``
-        group, row-major.
-
-        The MLP runs once on the ``(2Gh-1) * (2Gw-1)`` distinct offsets, then
-        the results are gathered for the ``(Gh*Gw)^2`` pairs, one axis at a
-        time.
-
-        Returns:
-            Tensor: ``(num_heads, Gh*Gw, Gh*Gw)``.
-        """
-        offsets, rows, cols = relative_tables(group_h, group_w,
-                                              self.proj.weight.device)
+    def relative_bias(self, group_h: int, group_w: int) -> RelativeBias:
+        """The bias of a ``group_h x group_w`` group as a
+        :class:`RelativeBias`: the MLP runs once on the ``(2Gh-1) *
+        (2Gw-1)`` distinct offsets (in inference, once per group shape and
+        weights; see ``_cached_output``)."""
+        offsets, _, _ = relative_tables(group_h, group_w,
+                                        self.proj.weight.device)
         if torch.is_grad_enabled() or capturing_graph():
             # (FLOP counters trace the model: they must see the MLP run.)
             bias = self(offsets.to(self.proj.weight.dtype))  # (T, heads)
         else:
             bias = self._cached_output(group_h, group_w, offsets)
-        bias = bias.t().reshape(self.num_heads, 2 * group_h - 1,
-                                2 * group_w - 1)
-        # (heads, dy, dx) -> (heads, yq*yk, xq*xk) -> (heads, yq, xq, yk, xk)
-        bias = bias.index_select(1, rows).index_select(2, cols)
-        bias = bias.view(self.num_heads, group_h, group_h, group_w, group_w)
-        n = group_h * group_w
-        return bias.permute(0, 1, 3, 2, 4).reshape(self.num_heads, n, n)
+        table = bias.t().reshape(self.num_heads, 2 * group_h - 1,
+                                 2 * group_w - 1)
+        return RelativeBias(table, group_h, group_w)
+
+    def group_bias(self, group_h: int, group_w: int) -> torch.Tensor:
+        """The bias of every (query, key) pair in a ``group_h x group_w``
+        group, row-major: ``(num_heads, Gh*Gw, Gh*Gw)``."""
+        return self.relative_bias(group_h, group_w).dense()
 
     def _cached_output(self, group_h, group_w, offsets, max_entries=8):
         params = tuple(self.parameters())
