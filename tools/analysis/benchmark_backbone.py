@@ -28,9 +28,12 @@ and mmdet's Swin-T, in one run; or two whole detectors / segmentors.
   of the peak resident set size of a fresh process running only that step,
   on CUDA ``torch.cuda.max_memory_allocated``.
 
-Each median is over ``--repeat`` runs after one warm-up run. The models
-are timed alternately, one forward (then one training step) of each in
-turn, so that a change of the machine's load affects all of them alike; with
+Each median is over ``--repeat`` runs after one warm-up run. Each model
+runs in a worker process of its own (its own allocator, as in a training
+run: in one process a model reuses the memory its predecessor freed, and
+its time depends on which models ran before it), and the models are timed
+alternately, one forward (then one training step) of each in turn, so that
+a change of the machine's load affects all of them alike; with
 ``swin-t`` among the models, the table's "train step / Swin-T's" column is
 the median over those rounds of the ratio of the two steps, next to the
 ratio of forward FLOPs (equal efficiency per FLOP).
@@ -52,9 +55,10 @@ symbolic compile can take many minutes (docs/performance.md, Compilation).
 
 **Detector mode** (``--detector CONFIG_A CONFIG_B``, two mmdet or two mmseg
 configs, files or ``package::path`` names as ``mim`` takes them): builds
-both models without pretrained weights (``Pretrained`` init_cfgs dropped,
-then ``init_weights()``; SyncBN reverted to BN, as mmengine's Runner does
-without a process group), and the optimizer wrapper of each config. One
+both models, each in a worker process of its own, without pretrained
+weights (``Pretrained`` init_cfgs dropped, then ``init_weights()``; SyncBN
+reverted to BN, as mmengine's Runner does without a process group), and
+the optimizer wrapper of each config. One
 synthetic batch of ``--train-batch`` images (``--shape``, default 800x1216
 for mmdet, the config's ``crop_size`` for mmseg) goes through the real
 ``model.train_step``: data preprocessor, forward with losses, backward and
@@ -80,12 +84,14 @@ import argparse
 import copy
 import json
 import logging
+import multiprocessing
 import os.path as osp
 import resource
 import statistics
 import subprocess
 import sys
 import time
+import traceback
 from contextlib import nullcontext
 
 import torch
@@ -212,19 +218,22 @@ def train_step(name, model, x, dtype, device):
     model.zero_grad(set_to_none=True)
 
 
-def interleaved(steps, repeat, device, warm_up=True):
+def interleaved(steps, repeat, device=None, warm_up=True, measure=None):
     """Seconds of ``repeat`` rounds in which every function of ``steps``
     (``{name: fn}``) runs once, after one warm-up round: ``{name:
     [seconds, ...]}``. Alternating the models, rather than timing one and
     then the next, lets a change of the machine's load during the run
     affect all of them alike, so their ratio round by round is what the
-    run measures. ``warm_up=False``: the caller ran each already."""
+    run measures. ``warm_up=False``: the caller ran each already.
+    ``measure(fn)`` gives the seconds of one call (default: :func:`timed`
+    on ``device``; a :class:`Worker`'s functions return their own)."""
+    measure = measure or (lambda fn: timed(fn, 1, device, warm_up=False)[0])
     times = {name: [] for name in steps}
     for fn in steps.values() if warm_up else ():
         fn()
     for _ in range(repeat):
         for name, fn in steps.items():
-            times[name] += timed(fn, 1, device, warm_up=False)
+            times[name].append(measure(fn))
     return times
 
 
@@ -235,21 +244,108 @@ def round_ratios(times, reference):
         for name, seconds in times.items() if name != reference}
 
 
-def time_train_steps(models, batch, repeat, dtype, device):
-    """Seconds of :func:`train_step` of every model of ``models``
-    (``{name: model}``, left in eval mode), interleaved (see
-    :func:`interleaved`)."""
-    for model in models.values():
-        model.train()  # mmdet's Swin returns None from train()
+class Worker:
+    """A model in a process of its own (started with ``spawn``) that runs
+    the steps it is sent and returns their seconds.
 
-    def step(name, model):
-        return lambda: train_step(name, model, batch, dtype, device)
+    Each model then has its own allocator, as in a training run. In one
+    process a model reuses the memory that the model timed before it freed
+    (fewer page faults), so its time depended on its neighbours: Swin-T's
+    training step measured 4.3 s after the official block's and 5.2 s after
+    CrossFormer-S's, in the same session.
 
-    times = interleaved({name: step(name, model)
-                         for name, model in models.items()}, repeat, device)
-    for model in models.values():
+    ``factory(name, args)`` (a module-level function) runs in the worker and
+    returns ``({step: fn}, info)``; ``info`` (a dict) comes back as
+    :attr:`info`, and again from :meth:`close`, updated by the steps.
+    """
+
+    def __init__(self, factory, name, args):
+        context = multiprocessing.get_context('spawn')
+        self.name = name
+        self._conn, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child, factory, name, args), daemon=True)
+        self._process.start()
+        self.info = self._receive()
+
+    def _receive(self):
+        try:
+            ok, value = self._conn.recv()
+        except EOFError:
+            self._process.join()
+            raise RuntimeError(f'[{self.name}] the worker exited (exit code '
+                               f'{self._process.exitcode})')
+        if not ok:
+            raise RuntimeError(f'[{self.name}] {value}')
+        return value
+
+    def seconds(self, step):
+        """Seconds of one run of ``step`` in the worker."""
+        self._conn.send(step)
+        return self._receive()
+
+    def close(self):
+        """Stop the worker; its final ``info``."""
+        self._conn.send(None)
+        info = self._receive()
+        self._process.join()
+        return info
+
+
+def _serve(conn, factory, name, args):
+    """The worker's loop (see :class:`Worker`)."""
+    torch.set_num_threads(args.threads)
+    try:
+        steps, info = factory(name, args)
+        conn.send((True, info))
+        while True:
+            step = conn.recv()
+            if step is None:
+                conn.send((True, info))
+                return
+            conn.send((True, timed(steps[step], 1, args.device,
+                                   warm_up=False)[0]))
+    except Exception:
+        conn.send((False, traceback.format_exc().strip().splitlines()[-1]))
+
+
+def interleaved_in_workers(workers, step, repeat, warm_up=True):
+    """:func:`interleaved` of ``step`` over ``{name: Worker}``."""
+    return interleaved({name: lambda w=worker: w.seconds(step)
+                        for name, worker in workers.items()}, repeat,
+                       warm_up=warm_up, measure=lambda fn: fn())
+
+
+def backbone_steps(name, args):
+    """Worker factory: backbone ``name``'s ``'forward'`` (eval, batch 1,
+    no autograd) and ``'train'`` (:func:`train_step` of ``--train-batch``
+    images) steps."""
+    model = build(name, args.arch).to(args.device)
+    x = torch.rand(1, 3, *args.shape, device=args.device)
+    batch = torch.rand(args.train_batch, 3, *args.shape, device=args.device)
+    forward = forward_step(name, model, x, args.dtype, args.device)
+
+    def eval_forward():
         model.eval()
-    return times
+        forward()
+
+    def train():
+        model.train()  # mmdet's Swin returns None from train()
+        train_step(name, model, batch, args.dtype, args.device)
+
+    return dict(forward=eval_forward, train=train), {}
+
+
+def detector_steps(name, args):
+    """Worker factory: ``'train'``, one ``train_step`` of config ``name``
+    (see :func:`prepare_detector`)."""
+    from mmengine.logging import MMLogger
+
+    # The worker's current mmengine logger: warnings only (building a model
+    # logs every parameter's initialisation and weight-decay setting).
+    MMLogger.get_instance('benchmark_backbone', log_level='WARNING')
+    result, step = prepare_detector(name, args)
+    return dict(train=step), result
 
 
 def train_step_peak_memory(name, args):
@@ -317,47 +413,45 @@ def benchmark_backbones(args):
           f' (training steps {args.train_batch}x3x{h}x{w}), {args.device}, '
           f'{args.dtype}, torch {torch.__version__}, {args.threads} threads, '
           f'median of {args.repeat}{compiled}')
-    models, results = {}, {}
+    results = {}
     for name in args.models:
         model = build(name, args.arch)
         model.eval()  # mmdet's Swin returns None from train()
         print(f'[{name}] counting FLOPs ...', flush=True)
         flops = count_flops(model, torch.rand(1, 3, h, w)).flops
-        models[name] = model.to(args.device)
         results[name] = dict(gflops=flops / 1e9, train_seconds=None,
                              train_ratio=None)
-    x = torch.rand(1, 3, h, w, device=args.device)
-    print(f'timing forwards ({", ".join(models)} alternately) ...',
-          flush=True)
-    times = interleaved({
-        name: forward_step(name, model, x, args.dtype, args.device)
-        for name, model in models.items()}, args.repeat, args.device)
-    for name, r in results.items():
-        r['seconds'] = statistics.median(times[name])
-        r['gflops_per_s'] = r['gflops'] / r['seconds']
-    if args.compile:
-        for name, model in models.items():
+        if args.compile:
             print(f'[{name}] compiling the forward ({args.compile}) ...',
                   flush=True)
             first, eager, median = time_compiled_forward(
-                name, model, x, args.repeat, args.dtype, args.device,
-                args.compile)
+                name, model.to(args.device),
+                torch.rand(1, 3, h, w, device=args.device), args.repeat,
+                args.dtype, args.device, args.compile)
             results[name].update(compiled_first_call_s=first,
                                  compiled_seconds=median,
                                  eager_interleaved_seconds=eager)
+        del model
+    print('starting one worker process per model ...', flush=True)
+    workers = {name: Worker(backbone_steps, name, args)
+               for name in args.models}
+    print(f'timing forwards ({", ".join(workers)} alternately) ...',
+          flush=True)
+    times = interleaved_in_workers(workers, 'forward', args.repeat)
+    for name, r in results.items():
+        r['seconds'] = statistics.median(times[name])
+        r['gflops_per_s'] = r['gflops'] / r['seconds']
     if not args.skip_train:
         print(f'timing training steps, batch {args.train_batch} '
-              f'({", ".join(models)} alternately) ...', flush=True)
-        batch = torch.rand(args.train_batch, 3, h, w, device=args.device)
-        times = time_train_steps(models, batch, args.repeat, args.dtype,
-                                 args.device)
-        del batch
-        for name in models:
+              f'({", ".join(workers)} alternately) ...', flush=True)
+        times = interleaved_in_workers(workers, 'train', args.repeat)
+        for name in workers:
             results[name]['train_seconds'] = statistics.median(times[name])
         if 'swin-t' in times:
             for name, ratio in round_ratios(times, 'swin-t').items():
                 results[name]['train_ratio'] = ratio
-    del models
+    for worker in workers.values():
+        worker.close()
     for name, result in results.items():
         peak = None
         if not args.skip_memory:
@@ -651,20 +745,18 @@ def benchmark_detectors(args):
     if args.compile or args.compile_dynamic:
         raise SystemExit('--compile / --compile-dynamic time the backbone; '
                          'they do not combine with --detector')
-    from mmengine.logging import MMLogger
-
-    # The current mmengine logger: warnings only (building a model logs
-    # every parameter's initialisation and weight-decay setting).
-    MMLogger.get_instance('benchmark_backbone', log_level='WARNING')
     print(f'training steps (model.train_step: data preprocessor, forward '
           f'with losses, backward, optimizer step), {args.device}, '
           f'{args.dtype}, torch {torch.__version__}, {args.threads} threads,'
           f' median of {args.repeat} after a warm-up')
-    results, steps = {}, {}
-    for name in args.detector:
-        results[name], steps[name] = prepare_detector(name, args)
+    # Each model in a worker process of its own (see Worker); the workers
+    # start one after the other, and each runs its warm-up step alone.
+    workers = {name: Worker(detector_steps, name, args)
+               for name in args.detector}
     print('timing training steps (the two alternately) ...', flush=True)
-    times = interleaved(steps, args.repeat, args.device, warm_up=False)
+    times = interleaved_in_workers(workers, 'train', args.repeat,
+                                   warm_up=False)
+    results = {name: worker.close() for name, worker in workers.items()}
     for name, r in results.items():
         r.update(median_s=statistics.median(times[name]),
                  best_s=min(times[name]))
