@@ -299,7 +299,10 @@ def _serve(conn, factory, name, args):
         steps, info = factory(name, args)
         conn.send((True, info))
         while True:
-            step = conn.recv()
+            try:
+                step = conn.recv()
+            except EOFError:  # the parent has gone: nothing to answer
+                return
             if step is None:
                 conn.send((True, info))
                 return
