@@ -63,7 +63,11 @@ def test_keys_reversed_view_is_the_dense_bias():
     torch.testing.assert_close(reversed_keys, dense.flip(-1))
     grad = torch.randn(3, 20, 20)
     expected, = torch.autograd.grad(dense, bias.table, grad)
-    torch.testing.assert_close(bias.table_gradient(grad.flip(-1)), expected)
+    torch.testing.assert_close(
+        bias.table_gradient(grad.flip(-1), bias.gradient_index()), expected)
+    torch.testing.assert_close(
+        bias.table_gradient(grad, bias.gradient_index(keys_reversed=False)),
+        expected)
 
 
 def _attention_and_grads(fn, qkv, bias, grad_out):

@@ -150,10 +150,11 @@ def _head_bias(bias: RelativeBias, heads: slice,
     return bias.dense()[heads]
 
 
-def _keys(t: torch.Tensor, reverse: bool) -> torch.Tensor:
-    """``(..., N, d)`` keys, values or their gradients in the tiles' key
-    order (a reversed copy if ``reverse``; the same for the inverse)."""
-    return t.flip(-2) if reverse else t
+def _keys(t: torch.Tensor, reverse: bool, dim: int = -2) -> torch.Tensor:
+    """Keys, values or their gradients ``(..., N, d)``, or the padding
+    ``(G, N)`` with ``dim=-1``, in the tiles' key order (a reversed copy if
+    ``reverse``; the same for the inverse)."""
+    return t.flip(dim) if reverse else t
 
 
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -167,7 +168,7 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     batch, num_groups, num_heads, length, _ = q.shape
     reverse = _reverses_keys(num_groups, num_heads, length)
     if padding is not None:
-        padding = _keys(padding.unsqueeze(-1), reverse).squeeze(-1)
+        padding = _keys(padding, reverse, dim=-1)
     for heads, tiles in _tiles(batch, num_groups, num_heads, length):
         # These heads' bias (1, h, N, N), made once for all their groups.
         head_bias = _head_bias(bias, heads, reverse).unsqueeze(0)
@@ -221,9 +222,9 @@ class _BiasedAttention(torch.autograd.Function):
         bias = RelativeBias(table.to(compute), group_h, group_w)
         grad_table = torch.empty_like(bias.table)
         reverse = _reverses_keys(num_groups, num_heads, length)
+        table_index = bias.gradient_index(reverse)  # one for all heads
         if padding is not None:
-            padding = _keys(padding.unsqueeze(-1), reverse).squeeze(-1).to(
-                compute)
+            padding = _keys(padding, reverse, dim=-1).to(compute)
         group_step, head_step = _tile_shape(num_groups, num_heads, length)
         probs_tile, grad_tile = (
             torch.empty(group_step * head_step, length, length,
@@ -268,7 +269,7 @@ class _BiasedAttention(torch.autograd.Function):
                 # d(scale * q k^T)/dk = scale * q: qc is already scaled.
                 grad_k[index] = _keys((grad_s.transpose(1, 2) @ qc).view(
                     *tile, head_dims), reverse)
-            grad_table[heads] = bias.table_gradient(head_grad, reverse)
+            grad_table[heads] = bias.table_gradient(head_grad, table_index)
         return (grad_qkv, grad_table.to(table.dtype), None, None, None, None,
                 None)
 

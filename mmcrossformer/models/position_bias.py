@@ -85,22 +85,28 @@ class RelativeBias(NamedTuple):
              self.group_w), (heads, row, col, row, col),
             self.table.storage_offset())
 
-    def table_gradient(self, grad: torch.Tensor,
-                       keys_reversed: bool = True) -> torch.Tensor:
-        """Adjoint of :meth:`keys_reversed` (of :meth:`dense` if
-        ``keys_reversed`` is False): the ``(h, N, N)`` gradient of the bias
-        of ``h`` heads summed into ``(h, 2Gh-1, 2Gw-1)``, the pairs of each
-        offset added up."""
+    def gradient_index(self, keys_reversed: bool = True) -> torch.Tensor:
+        """``(N * N,)``: the table entry (flattened) of every (query, key)
+        pair of :meth:`keys_reversed`, or of :meth:`dense` if
+        ``keys_reversed`` is False; what :meth:`table_gradient` sums by."""
         gh, gw = self.group_h, self.group_w
-        ys = torch.arange(gh, device=grad.device)
-        xs = torch.arange(gw, device=grad.device)
+        ys = torch.arange(gh, device=self.table.device)
+        xs = torch.arange(gw, device=self.table.device)
         # The table row of (yq, yk) is yq + yr with yr = Gh-1-yk the key's
         # reversed row; likewise for columns.
         key_ys, key_xs = (ys, xs) if keys_reversed else (gh - 1 - ys,
                                                          gw - 1 - xs)
-        index = ((ys[:, None, None, None] + key_ys[None, None, :, None]) *
-                 (2 * gw - 1) + xs[None, :, None, None] +
-                 key_xs[None, None, None, :]).reshape(1, -1)
+        return ((ys[:, None, None, None] + key_ys[None, None, :, None]) *
+                (2 * gw - 1) + xs[None, :, None, None] +
+                key_xs[None, None, None, :]).reshape(-1)
+
+    def table_gradient(self, grad: torch.Tensor,
+                       index: torch.Tensor) -> torch.Tensor:
+        """Adjoint of :meth:`keys_reversed` (or of :meth:`dense`, by the
+        ``index`` that :meth:`gradient_index` gives for it): the ``(h, N,
+        N)`` gradient of the bias of ``h`` heads summed into ``(h, 2Gh-1,
+        2Gw-1)``, the pairs of each offset added up."""
+        gh, gw = self.group_h, self.group_w
         heads = grad.shape[0]
         out = grad.new_zeros(heads, (2 * gh - 1) * (2 * gw - 1))
         out.scatter_add_(1, index.expand(heads, -1), grad.reshape(heads, -1))
