@@ -255,8 +255,9 @@ class Worker:
     CrossFormer-S's, in the same session.
 
     ``factory(name, args)`` (a module-level function) runs in the worker and
-    returns ``({step: fn}, info)``; ``info`` (a dict) comes back as
-    :attr:`info`, and again from :meth:`close`, updated by the steps.
+    returns ``({step: fn}, info)``; ``info`` (a dict, updated by the steps)
+    comes back from :meth:`close`. The constructor returns once the factory
+    has run (and raises its error if it failed).
     """
 
     def __init__(self, factory, name, args):
@@ -266,7 +267,7 @@ class Worker:
         self._process = context.Process(
             target=_serve, args=(child, factory, name, args), daemon=True)
         self._process.start()
-        self.info = self._receive()
+        self._receive()  # the factory's info: the model is ready
 
     def _receive(self):
         try:
@@ -708,8 +709,6 @@ def prepare_detector(name, args):
                              " cuda (mmengine's AmpOptimWrapper)")
         optim_cfg.update(type='AmpOptimWrapper', dtype=dict(
             fp16='float16', bf16='bfloat16')[args.dtype])
-    allocated_before = torch.cuda.memory_allocated() \
-        if args.device == 'cuda' else 0
     with DefaultScope.overwrite_default_scope(scope):
         model = REGISTRY.build(_drop_pretrained(copy.deepcopy(cfg.model)))
         model.init_weights()
@@ -729,15 +728,15 @@ def prepare_detector(name, args):
             log_vars = model.train_step(copy.deepcopy(data), optim_wrapper)
         losses.append(float(torch.as_tensor(log_vars['loss']).detach()))
 
-    # The warm-up step, alone: on CUDA its peak, less what was allocated
-    # before this model was built (the other model), is this model's.
+    # The warm-up step: on CUDA its peak is this model's (each detector runs
+    # in a worker process of its own).
     print(f'[{name}] warm-up step, {args.train_batch}x3x{shape[0]}x'
           f'{shape[1]} ...', flush=True)
     if args.device == 'cuda':
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     step()
-    peak = (torch.cuda.max_memory_allocated() - allocated_before) / 2**20 \
+    peak = torch.cuda.max_memory_allocated() / 2**20 \
         if args.device == 'cuda' else None
     params = sum(p.numel() for p in model.parameters()) / 1e6
     return dict(scope=scope, shape=shape, model_input=model_input,
