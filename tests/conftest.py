@@ -35,6 +35,15 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def torch_threads():
+    """``torch_threads(n)`` sets the intra-op thread count for one test;
+    the count from before is restored afterwards."""
+    threads = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope='session')
 def mask_rcnn_runs(tmp_path_factory):
     """The tiny Mask R-CNN runs of :mod:`helpers.mask_rcnn_runs` (trained,

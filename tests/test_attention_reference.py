@@ -19,13 +19,17 @@ def _relative_bias(heads, group_h, group_w, dtype=torch.float32):
 
 @pytest.mark.parametrize('padded', [False, True])
 @pytest.mark.parametrize('tile_elements', [1 << 20, 72, 36])
-def test_biased_attention_gradcheck(padded, tile_elements, monkeypatch):
+@pytest.mark.parametrize('threads', [1, 2])
+def test_biased_attention_gradcheck(padded, tile_elements, threads,
+                                    torch_threads, monkeypatch):
     """The tiled backward is the exact derivative (float64 in, float64
     recomputation, hence the tolerance float32 would fail) for the packed
     qkv and the bias table, without and with padded keys, whether a tile
     holds whole groups (2**20), one group's heads (72 = 2 heads of 2x3) or
-    one head (36)."""
+    one head (36); tiles of one group run in threads when there are two
+    (each thread's part of the table gradient summed)."""
     monkeypatch.setattr(attention_kernel, 'TILE_ELEMENTS', tile_elements)
+    torch_threads(threads)
     images, groups, heads, head_dims = 2, 3, 2, 4
     bias = _relative_bias(heads, 2, 3, torch.float64)
     qkv = torch.randn(images * groups, bias.length, 3 * heads * head_dims,

@@ -31,13 +31,16 @@ grad and returns its gradient), attention dropout and graph capture
 (``torch.compile``, export, FLOP counting) take one SDPA call with the dense
 bias instead.
 """
-from typing import Iterator, List, Optional, Tuple
+from itertools import groupby
+from operator import itemgetter
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
 from .caching import capturing_graph
 from .position_bias import RelativeBias
+from .tile_threads import map_in_threads
 
 # Logits of one tile (elements of each of the backward's two tiles, P and
 # dS): 2**20 float32 elements = 4 MiB. One head of one group is never split,
@@ -114,16 +117,17 @@ def _tile_shape(num_groups: int, num_heads: int, length: int):
 
 
 def _tiles(batch: int, num_groups: int, num_heads: int, length: int
-           ) -> Iterator[Tuple[slice, List[Tuple[int, slice]]]]:
-    """The tiles, heads outermost (a head's bias, and in backward its bias
-    gradient, stay in cache while its groups go by): ``(heads, [(image,
-    groups), ...])`` slices of the ``(B, G, heads)`` axes."""
+           ) -> List[Tuple[slice, int, slice]]:
+    """The tiles as ``(heads, image, groups)`` slices of the ``(B, G,
+    heads)`` axes, heads outermost: a head's bias, and in backward its bias
+    gradient, stay in cache while its groups go by (and a thread that takes
+    a run of tiles, :func:`~.tile_threads.map_in_threads`, makes them for
+    few heads)."""
     group_step, head_step = _tile_shape(num_groups, num_heads, length)
-    for h0 in range(0, num_heads, head_step):
-        yield slice(h0, min(num_heads, h0 + head_step)), [
-            (b, slice(g0, min(num_groups, g0 + group_step)))
-            for b in range(batch) for g0 in range(0, num_groups, group_step)
-        ]
+    return [(slice(h0, min(num_heads, h0 + head_step)), b,
+             slice(g0, min(num_groups, g0 + group_step)))
+            for h0 in range(0, num_heads, head_step) for b in range(batch)
+            for g0 in range(0, num_groups, group_step)]
 
 
 def _size(s: slice) -> int:
@@ -157,6 +161,18 @@ def _keys(t: torch.Tensor, reverse: bool, dim: int = -2) -> torch.Tensor:
     return t.flip(dim) if reverse else t
 
 
+def _map_tiles(work: Callable[[Sequence], Any], tiles: Sequence,
+               one_group_per_tile: bool) -> List[Any]:
+    """``work`` over runs of ``tiles``: tiles of one group each (one or a few
+    ``(N, N)`` heads) in threads (:func:`~.tile_threads.map_in_threads`),
+    since op by op two threads gain little on one such matrix; tiles of many
+    small groups in one call here, their batched ops being parallel
+    already."""
+    if one_group_per_tile:
+        return map_in_threads(work, tiles)
+    return [work(tiles)]
+
+
 def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
             bias: RelativeBias, padding: Optional[torch.Tensor],
             scale: float, out: torch.Tensor,
@@ -169,22 +185,59 @@ def _attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     reverse = _reverses_keys(num_groups, num_heads, length)
     if padding is not None:
         padding = _keys(padding, reverse, dim=-1)
-    for heads, tiles in _tiles(batch, num_groups, num_heads, length):
-        # These heads' bias (1, h, N, N), made once for all their groups.
-        head_bias = _head_bias(bias, heads, reverse).unsqueeze(0)
-        for b, groups in tiles:
-            index = (b, groups, heads)
-            mask = head_bias
-            if padding is not None:
-                mask = head_bias + padding[groups, None, None, :]
-            # (g, h, N, d) tiles, keys and values in the tiles' order.
-            tile_out, tile_lse = (
-                torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(
+    flash = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
+
+    def attend(tiles):
+        for heads, head_tiles in groupby(tiles, key=itemgetter(0)):
+            # These heads' bias (1, h, N, N), made once for their groups.
+            head_bias = _head_bias(bias, heads, reverse).unsqueeze(0)
+            for _, b, groups in head_tiles:
+                index = (b, groups, heads)
+                mask = head_bias
+                if padding is not None:
+                    mask = head_bias + padding[groups, None, None, :]
+                # (g, h, N, d) tiles, keys and values in the tiles' order.
+                tile_out, tile_lse = flash(
                     q[index], _keys(k[index], reverse),
-                    _keys(v[index], reverse), attn_mask=mask, scale=scale))
-            out[index] = tile_out
-            if lse is not None:
-                lse[index] = tile_lse
+                    _keys(v[index], reverse), attn_mask=mask, scale=scale)
+                out[index] = tile_out
+                if lse is not None:
+                    lse[index] = tile_lse
+
+    _map_tiles(attend, _tiles(batch, num_groups, num_heads, length), reverse)
+
+
+def _tile_gradients(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                    grad_out: torch.Tensor, delta: torch.Tensor,
+                    probs: torch.Tensor, grad_logits: torch.Tensor,
+                    scale: float
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The gradients of one tile of ``T`` attention matrices.
+
+    Args:
+        q (Tensor): ``(T, N, d)``, the queries times the logit ``scale``.
+        k, v, grad_out (Tensor): ``(T, N, d)``; keys and values in the
+            tile's key order.
+        delta (Tensor): ``(T, N, 1)``, ``rowsum(dO * O)``.
+        probs (Tensor): ``(T, N, N)``, the logits without ``q k^T`` (the
+            bias and padding, minus each row's log-sum-exp); becomes the
+            attention ``P`` in place.
+        grad_logits (Tensor): ``(T, N, N)`` buffer, filled with ``dS``,
+            the gradient of the logits (and so of the bias).
+
+    Returns:
+        tuple: ``dq`` (of the queries before scaling), ``dk``, ``dv``, each
+        ``(T, N, d)``, in the tile's key order.
+    """
+    # P = exp(scale * q k^T + bias + padding - lse), in place.
+    probs.baddbmm_(q, k.transpose(1, 2)).exp_()
+    grad_v = probs.transpose(1, 2) @ grad_out
+    # dS = P * (dP - rowsum(dO * O)), dP = dO v^T.
+    torch.bmm(grad_out, v.transpose(1, 2), out=grad_logits)
+    grad_logits.sub_(delta).mul_(probs)
+    # d(scale * q k^T)/dk = scale * q: q is already scaled.
+    return ((grad_logits @ k).mul_(scale), grad_logits.transpose(1, 2) @ q,
+            grad_v)
 
 
 class _BiasedAttention(torch.autograd.Function):
@@ -220,56 +273,65 @@ class _BiasedAttention(torch.autograd.Function):
         # Half-precision inputs are recomputed in float32, float64 in float64.
         compute = torch.promote_types(qkv.dtype, torch.float32)
         bias = RelativeBias(table.to(compute), group_h, group_w)
-        grad_table = torch.empty_like(bias.table)
         reverse = _reverses_keys(num_groups, num_heads, length)
         table_index = bias.gradient_index(reverse)  # one for all heads
         if padding is not None:
             padding = _keys(padding, reverse, dim=-1).to(compute)
         group_step, head_step = _tile_shape(num_groups, num_heads, length)
-        probs_tile, grad_tile = (
-            torch.empty(group_step * head_step, length, length,
-                        dtype=compute, device=qkv.device) for _ in range(2))
-        head_grad_tile = torch.empty(head_step, length, length,
-                                     dtype=compute, device=qkv.device)
-        for heads, tiles in _tiles(batch, num_groups, num_heads, length):
-            head_bias = _head_bias(bias, heads, reverse)  # (h, N, N)
-            head_grad = head_grad_tile[:_size(heads)].zero_()
-            for b, groups in tiles:
-                index = (b, groups, heads)
-                tile = (_size(groups), _size(heads), length)
-                count = tile[0] * tile[1]
-                # (g, h, N, d) -> (g * h, N, d); q pre-scaled, keys and
-                # values in the tiles' order.
-                qc = torch.mul(q[index], scale, out=qkv.new_empty(
-                    *tile, head_dims, dtype=compute)).view(count, length, -1)
-                kc, vc = (_keys(t[index], reverse).to(compute).reshape(
-                    count, length, -1) for t in (k, v))
-                doc = grad_out[index].to(compute).reshape(count, length, -1)
-                # rowsum(dO * O): (g * h, N, 1).
-                delta = (doc * out[index].reshape(count, length, -1)).sum(
-                    -1, keepdim=True)
-                # P = exp(scale * q k^T + bias + padding - lse), in place.
-                probs = probs_tile[:count]
-                probs.view(*tile, length).copy_(head_bias)
-                if padding is not None:
-                    probs.view(*tile, length).add_(
-                        padding[groups, None, None, :])
-                probs.baddbmm_(qc, kc.transpose(1, 2))
-                probs.sub_(lse[index].reshape(count, length, 1)).exp_()
-                grad_v[index] = _keys((probs.transpose(1, 2) @ doc).view(
-                    *tile, head_dims), reverse)
-                # dS = P * (dP - rowsum(dO * O)), dP = dO v^T.
-                grad_s = torch.bmm(doc, vc.transpose(1, 2),
-                                   out=grad_tile[:count])
-                grad_s.sub_(delta).mul_(probs)
-                grad_s4 = grad_s.view(*tile, length)
-                head_grad += grad_s4[0] if tile[0] == 1 else grad_s4.sum(0)
-                grad_q[index] = (grad_s @ kc).mul_(scale).view(
-                    *tile, head_dims)
-                # d(scale * q k^T)/dk = scale * q: qc is already scaled.
-                grad_k[index] = _keys((grad_s.transpose(1, 2) @ qc).view(
-                    *tile, head_dims), reverse)
-            grad_table[heads] = bias.table_gradient(head_grad, table_index)
+
+        def tiles_backward(tiles):
+            """Writes the tiles' gradients of q, k and v; returns their part
+            of the table's gradient. The two tiles of logits, and a head's
+            bias gradient, are made once and reused."""
+            probs_tile, grad_tile = (
+                qkv.new_empty(group_step * head_step, length, length,
+                              dtype=compute) for _ in range(2))
+            head_grad_tile = qkv.new_empty(head_step, length, length,
+                                           dtype=compute)
+            grad_table = torch.zeros_like(bias.table)
+            for heads, head_tiles in groupby(tiles, key=itemgetter(0)):
+                head_bias = _head_bias(bias, heads, reverse)  # (h, N, N)
+                head_grad = head_grad_tile[:_size(heads)].zero_()
+                for _, b, groups in head_tiles:
+                    index = (b, groups, heads)
+                    tile = (_size(groups), _size(heads), length)
+                    count = tile[0] * tile[1]
+
+                    def rows(t, in_key_order=False):
+                        # (g, h, N, d) -> (g * h, N, d) in compute dtype.
+                        t = _keys(t[index], reverse and in_key_order)
+                        return t.to(compute).reshape(count, length, -1)
+
+                    grad_out_t = rows(grad_out)
+                    delta = (grad_out_t * rows(out)).sum(-1, keepdim=True)
+                    probs = probs_tile[:count]
+                    probs.view(*tile, length).copy_(head_bias)
+                    if padding is not None:
+                        probs.view(*tile, length).add_(
+                            padding[groups, None, None, :])
+                    probs.sub_(lse[index].reshape(count, length, 1))
+                    scaled_q = torch.mul(q[index], scale, out=qkv.new_empty(
+                        *tile, head_dims, dtype=compute))
+                    grads = _tile_gradients(
+                        scaled_q.view(count, length, -1), rows(k, True),
+                        rows(v, True), grad_out_t, delta, probs,
+                        grad_tile[:count], scale)
+                    grad_s = grad_tile[:count].view(*tile, length)
+                    head_grad += grad_s[0] if tile[0] == 1 else grad_s.sum(0)
+                    for grad, target, order in zip(
+                            grads, (grad_q, grad_k, grad_v),
+                            (False, True, True)):
+                        grad = grad.view(*tile, -1)
+                        target[index] = _keys(grad, reverse) if order else grad
+                # These heads' bias gradient, into the table.
+                grad_table[heads] += bias.table_gradient(head_grad,
+                                                         table_index)
+            return grad_table
+
+        # Each run of tiles' part of the table gradient, summed in order.
+        grad_table = sum(
+            _map_tiles(tiles_backward,
+                       _tiles(batch, num_groups, num_heads, length), reverse))
         return (grad_qkv, grad_table.to(table.dtype), None, None, None, None,
                 None)
 
