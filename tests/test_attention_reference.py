@@ -19,16 +19,20 @@ def _relative_bias(heads, group_h, group_w, dtype=torch.float32):
 
 @pytest.mark.parametrize('padded', [False, True])
 @pytest.mark.parametrize('tile_elements', [1 << 20, 72, 36])
+@pytest.mark.parametrize('block_elements', [1 << 17, 24])
 @pytest.mark.parametrize('threads', [1, 2])
-def test_biased_attention_gradcheck(padded, tile_elements, threads,
-                                    torch_threads, monkeypatch):
+def test_biased_attention_gradcheck(padded, tile_elements, block_elements,
+                                    threads, torch_threads, monkeypatch):
     """The tiled backward is the exact derivative (float64 in, float64
     recomputation, hence the tolerance float32 would fail) for the packed
     qkv and the bias table, without and with padded keys, whether a tile
     holds whole groups (2**20), one group's heads (72 = 2 heads of 2x3) or
     one head (36); tiles of one group run in threads when there are two
-    (each thread's part of the table gradient summed)."""
+    (each thread's part of the table gradient summed), and in blocks of
+    query rows when a block holds fewer than a tile's logits (24: 2 rows of
+    2 heads' 6 keys, or 4 + 2 rows of one head's)."""
     monkeypatch.setattr(attention_kernel, 'TILE_ELEMENTS', tile_elements)
+    monkeypatch.setattr(attention_kernel, 'BLOCK_ELEMENTS', block_elements)
     torch_threads(threads)
     images, groups, heads, head_dims = 2, 3, 2, 4
     bias = _relative_bias(heads, 2, 3, torch.float64)
@@ -68,10 +72,9 @@ def test_keys_reversed_view_is_the_dense_bias():
     grad = torch.randn(3, 20, 20)
     expected, = torch.autograd.grad(dense, bias.table, grad)
     torch.testing.assert_close(
-        bias.table_gradient(grad.flip(-1), bias.gradient_index()), expected)
+        bias.table_gradient(grad.flip(-1)), expected)
     torch.testing.assert_close(
-        bias.table_gradient(grad, bias.gradient_index(keys_reversed=False)),
-        expected)
+        bias.table_gradient(grad, keys_reversed=False), expected)
 
 
 def _attention_and_grads(fn, qkv, bias, grad_out):
