@@ -12,6 +12,7 @@ from .cooling import ActivationCoolingLayer
 from .grouping import (LONG_IMAGE, check_lda_mode, group_embeddings,
                        group_layout, key_padding_mask, ungroup_embeddings)
 from .mlp import CrossFormerFFN
+from .residual import residual_add
 
 
 class CrossFormerBlock(BaseModule):
@@ -123,7 +124,8 @@ class CrossFormerBlock(BaseModule):
         def _forward(x):
             x = x.view(batch, *hw_shape, channels)
             # The residual sum also makes the cropped LSDA output contiguous.
-            x = x + self.drop_path(self.lsda(self.norm1(x), hw_shape))
+            x = residual_add(x, self.lsda(self.norm1(x), hw_shape),
+                             self.drop_path)
             x = x.view(batch, -1, channels)
             x = self.ffn(self.norm2(x), identity=x)
             if self.cooling is not None:

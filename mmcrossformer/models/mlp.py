@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from mmcv.cnn.bricks.transformer import FFN
 
 from .caching import capturing_graph
+from .residual import residual_add
 
 # Rows of the hidden tensor processed at once (elements): 2**20 float32 = 4
 # MiB, so each chunk's GELU output (and in backward its gradient) is
@@ -120,4 +121,5 @@ class CrossFormerFFN(FFN):
         out = self.gamma2(out_drop(out))
         if not self.add_identity:
             return self.dropout_layer(out)
-        return (x if identity is None else identity) + self.dropout_layer(out)
+        return residual_add(x if identity is None else identity, out,
+                            self.dropout_layer)
