@@ -118,7 +118,7 @@ class CrossScaleEmbedding(BaseModule):
             if x.device.type == 'cpu':
                 # (B, C, H, W) in memory too: given channels-last strides,
                 # CPU convs take their channels-last path, whose backward
-                # took the merges 1.2x-1.5x the time (cuDNN, which may
+                # took the merges' convs 1.2x-2x the time (cuDNN, which may
                 # prefer channels-last, is left as it is).
                 x = x.contiguous()
         pad_h = -x.shape[2] % self.stride
