@@ -94,6 +94,8 @@ if __name__ == '__main__':
         packages=find_packages(include=['mmcrossformer', 'mmcrossformer.*']),
         package_data={
             'mmcrossformer': [
+                # The CPU attention kernel, compiled on first use.
+                'csrc/*.cpp',
                 '.mim/model-index.yml',
                 '.mim/configs/**/*.py',
                 '.mim/configs/**/*.yml',

@@ -51,3 +51,18 @@ def mask_rcnn_runs(tmp_path_factory):
     test_resume.py read them)."""
     from helpers.mask_rcnn_runs import make_runs
     return make_runs(tmp_path_factory.mktemp('mask_rcnn_runs'))
+
+
+@pytest.fixture(params=['compiled', 'pytorch'])
+def attention_path(request, monkeypatch):
+    """Runs a test on each CPU attention path: the compiled kernel
+    (``mmcrossformer/csrc``, which must build on a test machine) and the
+    pure-PyTorch tiled path that replaces it where it cannot be built."""
+    from mmcrossformer.models import native_kernel
+    compiled = request.param == 'compiled'
+    monkeypatch.setenv(native_kernel.ENV_SWITCH, '1' if compiled else '0')
+    if compiled:
+        assert native_kernel.cpu_kernel() is not None, (
+            'the compiled CPU attention kernel did not build: see the '
+            'warning above')
+    return request.param

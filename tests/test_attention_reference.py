@@ -7,7 +7,7 @@ import torch
 from helpers.official_block import official_block, official_forward
 
 from mmcrossformer.models import (CrossFormer, CrossFormerBlock,
-                                  attention_kernel)
+                                  attention_kernel, native_kernel)
 from mmcrossformer.models.attention_kernel import biased_attention
 from mmcrossformer.models.position_bias import RelativeBias
 
@@ -23,14 +23,15 @@ def _relative_bias(heads, group_h, group_w, dtype=torch.float32):
 @pytest.mark.parametrize('threads', [1, 2])
 def test_biased_attention_gradcheck(padded, tile_elements, block_elements,
                                     threads, torch_threads, monkeypatch):
-    """The tiled backward is the exact derivative (float64 in, float64
-    recomputation, hence the tolerance float32 would fail) for the packed
-    qkv and the bias table, without and with padded keys, whether a tile
-    holds whole groups (2**20), one group's heads (72 = 2 heads of 2x3) or
-    one head (36); tiles of one group run in threads when there are two
+    """The pure-PyTorch tiled backward is the exact derivative (float64 in,
+    float64 recomputation, hence the tolerance float32 would fail) for the
+    packed qkv and the bias table, without and with padded keys, whether a
+    tile holds whole groups (2**20), one group's heads (72 = 2 heads of 2x3)
+    or one head (36); tiles of one group run in threads when there are two
     (each thread's part of the table gradient summed), and in blocks of
     query rows when a block holds fewer than a tile's logits (24: 2 rows of
     2 heads' 6 keys, or 4 + 2 rows of one head's)."""
+    monkeypatch.setenv(native_kernel.ENV_SWITCH, '0')
     monkeypatch.setattr(attention_kernel, 'TILE_ELEMENTS', tile_elements)
     monkeypatch.setattr(attention_kernel, 'BLOCK_ELEMENTS', block_elements)
     torch_threads(threads)
@@ -48,7 +49,8 @@ def test_biased_attention_gradcheck(padded, tile_elements, block_elements,
         (qkv, bias.table), atol=1e-9, rtol=1e-7)
 
 
-def test_biased_attention_training_path_equals_inference_path():
+def test_biased_attention_training_path_equals_inference_path(
+        attention_path):
     """The autograd Function's forward gives the no-grad path's output."""
     bias = _relative_bias(2, 2, 5)
     qkv = torch.randn(6, 10, 24, requires_grad=True)
@@ -166,7 +168,8 @@ def test_backbone_matches_naive_official_with_batch_and_padding():
 
 @pytest.mark.parametrize('long_distance', [False, True])
 @pytest.mark.parametrize('hw', [(14, 21), (19, 26)])
-def test_block_gradients_match_naive_official(long_distance, hw):
+def test_block_gradients_match_naive_official(long_distance, hw,
+                                              attention_path):
     """The recomputing backward of the fused attention gives the gradients
     that autograd gives through the explicit softmax, for q, k, v and the
     DPB weights (whose bias is the mask that needs a gradient)."""
@@ -197,7 +200,7 @@ def test_block_gradients_match_naive_official(long_distance, hw):
     assert naive['attn.position_bias.proj.weight'].norm() > 1e-3
 
 
-def test_backbone_gradients_match_naive_official():
+def test_backbone_gradients_match_naive_official(attention_path):
     """A training step's gradients through the whole backbone (cross-scale
     embeddings, fused attention, fused MLP, padded groups, both attention
     kinds) equal those through the naive official transcription, for every

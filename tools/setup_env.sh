@@ -95,6 +95,14 @@ quiet_stderr "${PIP_INSTALL[@]}" -q Click colorama model-index pandas requests r
 log "mmcrossformer (editable)"
 quiet_stderr "${PIP_INSTALL[@]}" -q --no-build-isolation --no-deps -e .
 
+# Built here rather than at the first training step (the build is cached
+# per source and flags, see mmcrossformer/models/native_kernel.py).
+log "the compiled CPU attention kernel (about a minute on 2 cores)"
+"$PY" -c "import sys; from mmcrossformer.models import native_kernel; \
+sys.exit(native_kernel.cpu_kernel() is None)" \
+    || log "warning: the CPU attention kernel did not build (see above): training on CPU" \
+        "runs the slower pure-PyTorch path, and the kernel's tests fail"
+
 "$PY" - <<'PY'
 import mmcv, mmdet, mmseg, mmpretrain, mmengine, torch, torchvision
 import onnx, onnxruntime, onnxscript

@@ -6,7 +6,16 @@ path whenever ``attn_mask`` requires grad, which keeps a ``(groups, heads,
 N, N)`` attention matrix of every block for backward: with long-distance
 groups of ~1000 embeddings these are the largest tensors of a training step.
 
-On CPU, :func:`biased_attention` goes through the groups and heads in tiles
+On CPU, float32 and float64 attention runs in a compiled kernel
+(``mmcrossformer/csrc/biased_attention.cpp``, built on first use by
+:mod:`.native_kernel`): per tile (one head of one group), blocks of query
+rows whose logits stay in L2, every step of forward and backward fused
+between BLAS calls that read and write ``q, k, v`` and their gradients in
+the packed layout, and the bias table's gradient summed straight from each
+block (:class:`_NativeBiasedAttention`). Where it cannot be built, and for
+other dtypes, the pure-PyTorch path below computes the same.
+
+That path goes through the groups and heads in tiles
 of at most :data:`TILE_ELEMENTS` logits, so that what it makes stays in
 cache and is reused (a tensor of more than 32 MiB is a new ``mmap`` for
 glibc, whose page faults cost more than the arithmetic on it):
@@ -39,6 +48,7 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import native_kernel
 from .caching import capturing_graph
 from .position_bias import RelativeBias
 from .tile_threads import map_in_threads
@@ -409,6 +419,52 @@ class _BiasedAttention(torch.autograd.Function):
                 None)
 
 
+class _NativeBiasedAttention(torch.autograd.Function):
+    """The attention of :class:`_BiasedAttention` through the compiled CPU
+    kernel (:mod:`.native_kernel`): the same saved tensors (``qkv``, the
+    output and the rows' log-sum-exp, here in base 2), with the whole tile
+    arithmetic of forward and backward fused per block of query rows, ``q``,
+    ``k``, ``v`` and their gradients read and written in the packed layout,
+    and the bias table's gradient summed straight from each block."""
+
+    @staticmethod
+    def forward(ctx, qkv, table, group_h, group_w, padding, num_groups,
+                scale):
+        kernel = native_kernel.cpu_kernel()
+        padding_arg = _NO_PADDING if padding is None else padding
+        out, lse = kernel.forward(qkv, table, padding_arg, num_groups,
+                                  group_h, group_w, scale, NATIVE_BLOCK_ROWS)
+        ctx.save_for_backward(qkv, table, padding_arg, out, lse)
+        ctx.shape = num_groups, group_h, group_w
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        qkv, table, padding, out, lse = ctx.saved_tensors
+        grad_qkv, grad_table = native_kernel.cpu_kernel().backward(
+            grad_out.contiguous(), qkv, table, padding, out, lse,
+            *ctx.shape, ctx.scale, NATIVE_BLOCK_ROWS)
+        return grad_qkv, grad_table, None, None, None, None, None
+
+
+# Query rows per block of the compiled kernel; 0: as many as fit its L2
+# budget (2**16 logits: 68 rows at N = 950, whole tiles of 7x7 windows).
+NATIVE_BLOCK_ROWS = 0
+
+# The kernel's "no padding" (it takes tensors only).
+_NO_PADDING = torch.empty(0)
+
+
+def native_kernel_for(qkv: torch.Tensor) -> bool:
+    """Whether ``qkv`` goes through the compiled CPU kernel: float32 or
+    float64 on CPU, with the kernel enabled and built (see
+    :mod:`.native_kernel`; otherwise the pure-PyTorch tiled path)."""
+    return (qkv.device.type == 'cpu'
+            and qkv.dtype in (torch.float32, torch.float64)
+            and native_kernel.cpu_kernel() is not None)
+
+
 def tiled_kernel(qkv: torch.Tensor) -> bool:
     """Whether ``qkv``'s device takes the tiled path (CPU, whose fused
     kernel refuses a mask that requires grad). Elsewhere one SDPA call with
@@ -482,7 +538,12 @@ def biased_attention(qkv: torch.Tensor,
         mask = attention_mask(bias.dense().detach(), padding)
         return merge_heads(grouped_sdpa(q, k, v, mask, scale, dropout_p))
     if padding is not None:
-        padding = padding.to(qkv.dtype)
+        padding = padding.to(qkv.dtype).contiguous()
+    if native_kernel_for(qkv):
+        # (Without gradients, apply() only runs the forward.)
+        return _NativeBiasedAttention.apply(
+            qkv.contiguous(), bias.table.to(qkv.dtype), bias.group_h,
+            bias.group_w, padding, num_groups, scale)
     if not needs_grad:
         out = qkv.new_empty(qkv.shape[0], bias.length, qkv.shape[-1] // 3)
         table = bias.table.detach().to(qkv.dtype)

@@ -405,6 +405,19 @@ def memory_in_subprocess(name, args):
     return json.loads(result.stdout.strip().splitlines()[-1])['peak'], None
 
 
+def attention_path(device):
+    """Which attention implementation CrossFormer's blocks run on
+    ``device`` (builds the compiled CPU kernel here, before the workers
+    start, if it is not in the cache yet)."""
+    if device != 'cpu':
+        return 'one SDPA call per block'
+    from mmcrossformer.models import native_kernel
+    if native_kernel.cpu_kernel() is not None:
+        return 'compiled CPU kernel'
+    return (f'pure-PyTorch tiled path ({native_kernel.ENV_SWITCH}=0 or '
+            'not built)')
+
+
 # ---------------------------------------------------------------- backbones
 def benchmark_backbones(args):
     if 'official' in args.models:
@@ -416,7 +429,8 @@ def benchmark_backbones(args):
     print(f'CrossFormer-{args.arch} vs official vs Swin-T: input 1x3x{h}x{w}'
           f' (training steps {args.train_batch}x3x{h}x{w}), {args.device}, '
           f'{args.dtype}, torch {torch.__version__}, {args.threads} threads, '
-          f'median of {args.repeat}{compiled}')
+          f'median of {args.repeat}{compiled}; attention: '
+          f'{attention_path(args.device)}')
     results = {}
     for name in args.models:
         model = build(name, args.arch)
@@ -750,7 +764,8 @@ def benchmark_detectors(args):
     print(f'training steps (model.train_step: data preprocessor, forward '
           f'with losses, backward, optimizer step), {args.device}, '
           f'{args.dtype}, torch {torch.__version__}, {args.threads} threads,'
-          f' median of {args.repeat} after a warm-up')
+          f' median of {args.repeat} after a warm-up; CrossFormer\'s '
+          f'attention: {attention_path(args.device)}')
     # Each model in a worker process of its own (see Worker); the workers
     # start one after the other, and each runs its warm-up step alone.
     workers = {name: Worker(detector_steps, name, args)
