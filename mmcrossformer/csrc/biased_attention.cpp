@@ -116,8 +116,9 @@ struct Problem {
     return qkv + (tile / heads) * length * 3 * channels +
            which * channels + (tile % heads) * head_dims;
   }
-  // The base-2 bias of query `row` and keys 0..N-1 is
-  // table_row(tile, row)[yk * table_w + xk] (see flipped_table()).
+  // Where query `row`'s bias starts in the flipped table (and its
+  // gradient): key (yk, xk) is at table_offset(tile, row) + yk * table_w +
+  // xk (see flipped_table()).
   int64_t table_offset(int64_t tile, int64_t row) const {
     const int64_t yq = row / group_w, xq = row % group_w;
     return (tile % heads) * (2 * group_h - 1) * table_w +
@@ -137,20 +138,23 @@ torch::Tensor flipped_table(const torch::Tensor &table) {
   return (table.flip({1, 2}) * kLog2e).contiguous();
 }
 
-// logits[j] += bias[j] + padding[j] for the N keys of one query row, the
-// bias being Gh runs of Gw entries of the flipped table (row stride tw).
+// logits[j] = bias[j] + padding[j] - shift for the N keys of one query
+// row, the bias being Gh runs of Gw entries of the flipped table (row
+// stride tw). The GEMM then adds q k^T onto it (beta = 1: no pass of its
+// own to clear or scale its output).
 template <typename scalar_t>
-inline void add_bias_row(scalar_t *logits, const scalar_t *bias,
-                         const scalar_t *padding, int64_t gh, int64_t gw,
-                         int64_t tw, scalar_t shift) {
+inline void set_bias_row(scalar_t *__restrict__ logits,
+                         const scalar_t *__restrict__ bias,
+                         const scalar_t *__restrict__ padding, int64_t gh,
+                         int64_t gw, int64_t tw, scalar_t shift) {
   for (int64_t yk = 0; yk < gh; ++yk) {
-    scalar_t *out = logits + yk * gw;
-    const scalar_t *b = bias + yk * tw;
+    scalar_t *__restrict__ out = logits + yk * gw;
+    const scalar_t *__restrict__ b = bias + yk * tw;
     if (padding) {
-      const scalar_t *p = padding + yk * gw;
-      for (int64_t xk = 0; xk < gw; ++xk) out[xk] += b[xk] + p[xk] - shift;
+      const scalar_t *__restrict__ p = padding + yk * gw;
+      for (int64_t xk = 0; xk < gw; ++xk) out[xk] = b[xk] + p[xk] - shift;
     } else {
-      for (int64_t xk = 0; xk < gw; ++xk) out[xk] += b[xk] - shift;
+      for (int64_t xk = 0; xk < gw; ++xk) out[xk] = b[xk] - shift;
     }
   }
 }
@@ -275,13 +279,15 @@ void forward_tile(const Problem<scalar_t> &pb, int64_t tile, scalar_t *out,
   const scalar_t *padding = pb.key_padding(tile);
   for (int64_t r0 = 0; r0 < n; r0 += pb.block) {
     const int rows = static_cast<int>(std::min<int64_t>(pb.block, n - r0));
-    // S = scale * log2(e) * q k^T  (rows x N)
+    // S = log2(e) * (bias + padding + scale * q k^T)  (rows x N)
+    for (int r = 0; r < rows; ++r)
+      set_bias_row(probs + static_cast<int64_t>(r) * n,
+                   pb.table + pb.table_offset(tile, r0 + r), padding,
+                   pb.group_h, pb.group_w, pb.table_w, scalar_t(0));
     gemm('N', 'T', rows, n, d, pb.scale * static_cast<scalar_t>(kLog2e),
-         q + r0 * ld, ld, k, ld, scalar_t(0), probs, n);
+         q + r0 * ld, ld, k, ld, scalar_t(1), probs, n);
     for (int r = 0; r < rows; ++r) {
       scalar_t *s = probs + static_cast<int64_t>(r) * n;
-      add_bias_row(s, pb.table + pb.table_offset(tile, r0 + r), padding,
-                   pb.group_h, pb.group_w, pb.table_w, scalar_t(0));
       const scalar_t peak = row_max(s, n);
       totals[r] = exp2_row(s, n, peak);
       lse[r0 + r] = peak + std::log2(totals[r]);
@@ -327,33 +333,34 @@ void backward_tile(const Problem<scalar_t> &pb, int64_t tile,
       for (int c = 0; c < d; ++c) sum += go[c] * o[c];
       delta[r] = sum;
     }
-    // P = 2^(log2(e) * (scale * q k^T + bias + padding) - lse)
-    gemm('N', 'T', rows, n, d, log2_scale, q + r0 * ld, ld, k, ld,
-         scalar_t(0), probs, n);
-    for (int r = 0; r < rows; ++r) {
-      scalar_t *s = probs + static_cast<int64_t>(r) * n;
-      add_bias_row(s, pb.table + pb.table_offset(tile, r0 + r), padding,
+    // P = 2^(log2(e) * (bias + padding + scale * q k^T) - lse)
+    for (int r = 0; r < rows; ++r)
+      set_bias_row(probs + static_cast<int64_t>(r) * n,
+                   pb.table + pb.table_offset(tile, r0 + r), padding,
                    pb.group_h, pb.group_w, pb.table_w, lse[r0 + r]);
-      exp2_row(s, n, scalar_t(0));
-    }
+    gemm('N', 'T', rows, n, d, log2_scale, q + r0 * ld, ld, k, ld,
+         scalar_t(1), probs, n);
+    for (int r = 0; r < rows; ++r)
+      exp2_row(probs + static_cast<int64_t>(r) * n, n, scalar_t(0));
     // dV += P^T dO
     gemm('T', 'N', n, d, rows, scalar_t(1), probs, n, grad_o, ldo, beta,
          grad_v, ld);
-    // dP = dO v^T, then dS = P * (dP - delta), summed into the table's
-    // gradient along the same runs as the bias was read.
-    gemm('N', 'T', rows, n, d, scalar_t(1), grad_o, ldo, v, ld, scalar_t(0),
+    // dP - delta = dO v^T - delta, then dS = P * (dP - delta), summed into
+    // the table's gradient along the same runs as the bias was read.
+    for (int r = 0; r < rows; ++r)
+      std::fill_n(grad_logits + static_cast<int64_t>(r) * n, n, -delta[r]);
+    gemm('N', 'T', rows, n, d, scalar_t(1), grad_o, ldo, v, ld, scalar_t(1),
          grad_logits, n);
     for (int r = 0; r < rows; ++r) {
       const scalar_t *p = probs + static_cast<int64_t>(r) * n;
       scalar_t *ds = grad_logits + static_cast<int64_t>(r) * n;
-      const scalar_t dr = delta[r];
       scalar_t *g = grad_table + pb.table_offset(tile, r0 + r);
       for (int64_t yk = 0; yk < pb.group_h; ++yk) {
         scalar_t *__restrict__ gy = g + yk * pb.table_w;
         const scalar_t *__restrict__ py = p + yk * pb.group_w;
         scalar_t *__restrict__ dsy = ds + yk * pb.group_w;
         for (int64_t xk = 0; xk < pb.group_w; ++xk) {
-          const scalar_t value = py[xk] * (dsy[xk] - dr);
+          const scalar_t value = py[xk] * dsy[xk];
           dsy[xk] = value;
           gy[xk] += value;
         }

@@ -295,6 +295,15 @@ def _block_gradients(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     grad_k.baddbmm_(grad_logits.transpose(1, 2), q, beta=beta)
 
 
+def _save_for_backward(ctx, tensors: Tuple[Optional[torch.Tensor], ...],
+                       shape: Tuple[int, int, int], scale: float) -> None:
+    """What both attention Functions keep for backward: ``(qkv, table,
+    padding, out, lse)``, ``(num_groups, Gh, Gw)`` and the logit scale."""
+    ctx.save_for_backward(*tensors)
+    ctx.shape = shape
+    ctx.scale = scale
+
+
 class _BiasedAttention(torch.autograd.Function):
 
     @staticmethod
@@ -309,9 +318,8 @@ class _BiasedAttention(torch.autograd.Function):
             qkv.dtype, torch.float32))
         _attend(q, k, v, RelativeBias(table, group_h, group_w), padding,
                 scale, split_heads(out, num_groups, num_heads), lse)
-        ctx.save_for_backward(qkv, table, padding, out, lse)
-        ctx.shape = num_groups, group_h, group_w
-        ctx.scale = scale
+        _save_for_backward(ctx, (qkv, table, padding, out, lse),
+                           (num_groups, group_h, group_w), scale)
         return out
 
     @staticmethod
@@ -434,9 +442,8 @@ class _NativeBiasedAttention(torch.autograd.Function):
         padding_arg = _NO_PADDING if padding is None else padding
         out, lse = kernel.forward(qkv, table, padding_arg, num_groups,
                                   group_h, group_w, scale, NATIVE_BLOCK_ROWS)
-        ctx.save_for_backward(qkv, table, padding_arg, out, lse)
-        ctx.shape = num_groups, group_h, group_w
-        ctx.scale = scale
+        _save_for_backward(ctx, (qkv, table, padding_arg, out, lse),
+                           (num_groups, group_h, group_w), scale)
         return out
 
     @staticmethod
