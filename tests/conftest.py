@@ -53,16 +53,27 @@ def mask_rcnn_runs(tmp_path_factory):
     return make_runs(tmp_path_factory.mktemp('mask_rcnn_runs'))
 
 
+@pytest.fixture
+def compiled_kernel(monkeypatch):
+    """The compiled CPU attention kernel (``mmcrossformer/csrc``), turned on;
+    it must build on a test machine."""
+    from mmcrossformer.models import native_kernel
+    monkeypatch.setenv(native_kernel.ENV_SWITCH, '1')
+    kernel = native_kernel.cpu_kernel()
+    assert kernel is not None, (
+        'the compiled CPU attention kernel did not build: see the warning '
+        'above')
+    return kernel
+
+
 @pytest.fixture(params=['compiled', 'pytorch'])
 def attention_path(request, monkeypatch):
     """Runs a test on each CPU attention path: the compiled kernel
-    (``mmcrossformer/csrc``, which must build on a test machine) and the
-    pure-PyTorch tiled path that replaces it where it cannot be built."""
+    (:func:`compiled_kernel`) and the pure-PyTorch tiled path that replaces
+    it where it cannot be built."""
     from mmcrossformer.models import native_kernel
-    compiled = request.param == 'compiled'
-    monkeypatch.setenv(native_kernel.ENV_SWITCH, '1' if compiled else '0')
-    if compiled:
-        assert native_kernel.cpu_kernel() is not None, (
-            'the compiled CPU attention kernel did not build: see the '
-            'warning above')
+    if request.param == 'compiled':
+        request.getfixturevalue('compiled_kernel')
+    else:
+        monkeypatch.setenv(native_kernel.ENV_SWITCH, '0')
     return request.param

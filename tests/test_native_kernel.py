@@ -11,16 +11,6 @@ from mmcrossformer.models.attention_kernel import biased_attention
 from mmcrossformer.models.position_bias import RelativeBias
 
 
-@pytest.fixture
-def compiled(monkeypatch):
-    """The compiled kernel, turned on (and required to build)."""
-    monkeypatch.setenv(native_kernel.ENV_SWITCH, '1')
-    kernel = native_kernel.cpu_kernel()
-    assert kernel is not None, ('the compiled CPU attention kernel did not '
-                                'build: see the warning above')
-    return kernel
-
-
 def _inputs(images, groups, heads, head_dims, group_h, group_w,
             padded=False, dtype=torch.float32):
     length = group_h * group_w
@@ -51,8 +41,8 @@ def _run(qkv, table, group_h, group_w, padding, scale, grad_out=None):
 @pytest.mark.parametrize('padded', [False, True])
 @pytest.mark.parametrize('block_rows', [0, 4])
 @pytest.mark.parametrize('threads', [1, 2])
-def test_gradcheck(padded, block_rows, threads, compiled, torch_threads,
-                   monkeypatch):
+def test_gradcheck(padded, block_rows, threads, compiled_kernel,
+                   torch_threads, monkeypatch):
     """The compiled backward is the exact derivative (float64) for the
     packed qkv and the bias table, without and with padded keys, a tile in
     one block or in blocks of 4 query rows (2 + 4 + 4 of a 2x5 group: the
@@ -76,7 +66,7 @@ def test_gradcheck(padded, block_rows, threads, compiled, torch_threads,
     (2, 2, 4, 16, 9, 14, True),    # long-distance groups, padded, 2 images
     (2, 12, 3, 32, 7, 7, True),    # short-distance windows, padded
 ])
-def test_equals_pytorch_path(shape, compiled, monkeypatch):
+def test_equals_pytorch_path(shape, compiled_kernel, monkeypatch):
     """Float32 outputs and gradients of the compiled kernel are those of
     the pure-PyTorch tiled path (which ``test_attention_reference.py``
     checks against the official transcription), in training and in
@@ -103,7 +93,7 @@ def test_equals_pytorch_path(shape, compiled, monkeypatch):
     torch.testing.assert_close(inferred, got[0], atol=0, rtol=0)
 
 
-def test_padded_keys_get_exactly_zero_weight(compiled):
+def test_padded_keys_get_exactly_zero_weight(compiled_kernel):
     """A key padded with the model's -1e4 changes nothing, not even by
     rounding: its weight is exactly 0 (2^x below 2^-126 is 0), and its own
     gradients are exactly 0."""
@@ -146,22 +136,24 @@ def test_build_failure_warns_once_and_falls_back(monkeypatch):
             '_BiasedAttentionBackward'
 
 
-def test_other_dtypes_take_the_pytorch_path(compiled):
+def test_other_dtypes_take_the_pytorch_path(compiled_kernel):
     """bfloat16 (CPU autocast) goes through the pure-PyTorch path; the
     kernel itself refuses it with an error that names the dtypes it
     takes."""
     qkv, table, _ = _inputs(1, 2, 2, 4, 2, 3, dtype=torch.bfloat16)
     assert not attention_kernel.native_kernel_for(qkv)
     with pytest.raises(RuntimeError, match='float32 or float64'):
-        compiled.forward(qkv, table, torch.empty(0), 2, 2, 3, 0.5, 0)
+        compiled_kernel.forward(qkv, table, torch.empty(0), 2, 2, 3, 0.5,
+                                0)
 
 
-def test_kernel_checks_shapes(compiled):
+def test_kernel_checks_shapes(compiled_kernel):
     """A qkv that does not fit the group shape is refused, not read out of
     bounds."""
     qkv, table, _ = _inputs(1, 2, 2, 4, 2, 3)
     with pytest.raises(RuntimeError, match='does not fit the group shape'):
-        compiled.forward(qkv, table[:, :, :3], torch.empty(0), 2, 2, 2, 0.5,
-                         0)
+        compiled_kernel.forward(qkv, table[:, :, :3], torch.empty(0), 2, 2,
+                                2, 0.5, 0)
     with pytest.raises(RuntimeError, match='padding must be'):
-        compiled.forward(qkv, table, torch.zeros(3, 6), 2, 2, 3, 0.5, 0)
+        compiled_kernel.forward(qkv, table, torch.zeros(3, 6), 2, 2, 3, 0.5,
+                                0)

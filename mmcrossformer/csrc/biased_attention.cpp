@@ -76,10 +76,11 @@ inline void gemm(char trans_a, char trans_b, int m, int n, int k,
          &ldc);
 }
 
-// 2^x for float, branch-free so that the compiler vectorises the loops it
-// is inlined into (Cephes' exp2f: x = n + f, |f| <= 1/2, 2^f by a degree-6
+// 2^x for float (Cephes' exp2f: x = n + f, |f| <= 1/2, 2^f by a degree-6
 // polynomial, 2^n in the exponent bits; relative error ~2e-7). 0 below
-// 2^-126 (masked keys), which keeps the result a normal float.
+// 2^-126 (masked keys), which keeps the result a normal float. The rows go
+// through exp2_avx2 below where AVX2 is compiled in; this serves their
+// tails and other CPUs.
 inline float exp2_fast(float x) {
   const float clamped = std::min(std::max(x, -126.f), 127.f);
   // Round to nearest with the 1.5 * 2^23 trick (no floor, no branch).
@@ -111,6 +112,11 @@ struct Problem {
   const scalar_t *table;    // flipped and in base 2, see flipped_table()
   const scalar_t *padding;  // (G, N) in base 2, or nullptr
 
+  // Where a tile's (N, d) head starts in the (B * G, N, C) output and its
+  // gradient (row stride C).
+  int64_t out_offset(int64_t tile) const {
+    return (tile / heads) * length * channels + (tile % heads) * head_dims;
+  }
   // q, k or v (which = 0, 1, 2) of a tile, (N, d) with row stride 3C.
   const scalar_t *part(int64_t tile, int which) const {
     return qkv + (tile / heads) * length * 3 * channels +
@@ -136,6 +142,18 @@ struct Problem {
 // entries in key order, read without a gather.
 torch::Tensor flipped_table(const torch::Tensor &table) {
   return (table.flip({1, 2}) * kLog2e).contiguous();
+}
+
+// The small operands in the kernel's units: the flipped table above and
+// the padding times log2(e) (left empty when there is none).
+struct Base2Operands {
+  torch::Tensor table, padding;
+};
+
+Base2Operands base2_operands(const torch::Tensor &table,
+                             const torch::Tensor &padding) {
+  return {flipped_table(table),
+          padding.numel() ? (padding * kLog2e).contiguous() : padding};
 }
 
 // logits[j] = bias[j] + padding[j] - shift for the N keys of one query
@@ -376,15 +394,14 @@ void backward_tile(const Problem<scalar_t> &pb, int64_t tile,
 
 template <typename scalar_t>
 Problem<scalar_t> make_problem(const torch::Tensor &qkv,
-                               const torch::Tensor &flipped,
-                               const torch::Tensor &padding,
+                               const Base2Operands &base2,
                                int64_t num_groups, int64_t group_h,
                                int64_t group_w, double scale,
                                int64_t block_rows) {
   Problem<scalar_t> pb;
   pb.batch_groups = qkv.size(0);
   pb.groups = num_groups;
-  pb.heads = flipped.size(0);
+  pb.heads = base2.table.size(0);
   pb.length = group_h * group_w;
   pb.channels = qkv.size(2) / 3;
   pb.head_dims = pb.channels / pb.heads;
@@ -396,10 +413,9 @@ Problem<scalar_t> make_problem(const torch::Tensor &qkv,
   pb.block = std::min<int64_t>(pb.block, pb.length);
   pb.scale = static_cast<scalar_t>(scale);
   pb.qkv = qkv.data_ptr<scalar_t>();
-  pb.table = flipped.data_ptr<scalar_t>();
-  pb.padding = padding.defined() && padding.numel()
-                   ? padding.data_ptr<scalar_t>()
-                   : nullptr;
+  pb.table = base2.table.data_ptr<scalar_t>();
+  pb.padding = base2.padding.numel() ? base2.padding.data_ptr<scalar_t>()
+                                     : nullptr;
   return pb;
 }
 
@@ -438,26 +454,21 @@ std::vector<torch::Tensor> attention_forward(torch::Tensor qkv,
                                              int64_t group_w, double scale,
                                              int64_t block_rows) {
   check_inputs(qkv, table, padding, num_groups, group_h, group_w);
-  const auto flipped = flipped_table(table);
-  const auto padding2 =
-      padding.numel() ? (padding * kLog2e).contiguous() : padding;
+  const auto base2 = base2_operands(table, padding);
   const int64_t heads = table.size(0), length = qkv.size(1);
   auto out = torch::empty({qkv.size(0), length, qkv.size(2) / 3},
                           qkv.options());
   auto lse = torch::empty({qkv.size(0), heads, length}, qkv.options());
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "attention_forward", [&] {
-    const auto pb = make_problem<scalar_t>(qkv, flipped, padding2, num_groups,
-                                           group_h, group_w, scale,
-                                           block_rows);
+    const auto pb = make_problem<scalar_t>(qkv, base2, num_groups, group_h,
+                                           group_w, scale, block_rows);
     scalar_t *out_ptr = out.data_ptr<scalar_t>();
     scalar_t *lse_ptr = lse.data_ptr<scalar_t>();
     at::parallel_for(0, pb.batch_groups * heads, 1, [&](int64_t begin,
                                                          int64_t end) {
       std::vector<scalar_t> probs(pb.block * length), totals(pb.block);
       for (int64_t tile = begin; tile < end; ++tile) {
-        forward_tile(pb, tile,
-                     out_ptr + (tile / heads) * length * pb.channels +
-                         (tile % heads) * pb.head_dims,
+        forward_tile(pb, tile, out_ptr + pb.out_offset(tile),
                      lse_ptr + tile * length, probs.data(), totals.data());
       }
     });
@@ -477,9 +488,7 @@ std::vector<torch::Tensor> attention_backward(
                   grad_out.scalar_type() == qkv.scalar_type() &&
                   grad_out.sizes() == out.sizes(),
               "grad_out, out and lse must be contiguous, in qkv's dtype");
-  const auto flipped = flipped_table(table);
-  const auto padding2 =
-      padding.numel() ? (padding * kLog2e).contiguous() : padding;
+  const auto base2 = base2_operands(table, padding);
   const int64_t heads = table.size(0), length = qkv.size(1);
   const int64_t tiles = qkv.size(0) * heads;
   auto grad_qkv = torch::empty_like(qkv);
@@ -490,15 +499,14 @@ std::vector<torch::Tensor> attention_backward(
                                    2 * group_w - 1},
                                   qkv.options());
   AT_DISPATCH_FLOATING_TYPES(qkv.scalar_type(), "attention_backward", [&] {
-    const auto pb = make_problem<scalar_t>(qkv, flipped, padding2, num_groups,
-                                           group_h, group_w, scale,
-                                           block_rows);
+    const auto pb = make_problem<scalar_t>(qkv, base2, num_groups, group_h,
+                                           group_w, scale, block_rows);
     const scalar_t *grad_out_ptr = grad_out.data_ptr<scalar_t>();
     const scalar_t *out_ptr = out.data_ptr<scalar_t>();
     const scalar_t *lse_ptr = lse.data_ptr<scalar_t>();
     scalar_t *grad_qkv_ptr = grad_qkv.data_ptr<scalar_t>();
     scalar_t *grad_tables_ptr = grad_tables.data_ptr<scalar_t>();
-    const int64_t table_size = flipped.numel();
+    const int64_t table_size = base2.table.numel();
     // Tiles split into `threads` contiguous runs, one per chunk, so that
     // each thread adds into its own table gradient whatever thread runs it.
     at::parallel_for(0, threads, 1, [&](int64_t begin, int64_t end) {
@@ -508,9 +516,8 @@ std::vector<torch::Tensor> attention_backward(
       for (int64_t part = begin; part < end; ++part) {
         for (int64_t tile = part * tiles / threads;
              tile < (part + 1) * tiles / threads; ++tile) {
-          const int64_t rows = (tile / heads) * length * pb.channels +
-                               (tile % heads) * pb.head_dims;
-          backward_tile(pb, tile, grad_out_ptr + rows, out_ptr + rows,
+          const int64_t head = pb.out_offset(tile);
+          backward_tile(pb, tile, grad_out_ptr + head, out_ptr + head,
                         lse_ptr + tile * length, grad_qkv_ptr,
                         grad_tables_ptr + part * table_size, probs.data(),
                         grad_logits.data(), delta.data());

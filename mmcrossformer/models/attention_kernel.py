@@ -444,12 +444,13 @@ class _NativeBiasedAttention(torch.autograd.Function):
                                   group_h, group_w, scale, NATIVE_BLOCK_ROWS)
         _save_for_backward(ctx, (qkv, table, padding_arg, out, lse),
                            (num_groups, group_h, group_w), scale)
+        ctx.kernel = kernel  # the module that made the forward
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
         qkv, table, padding, out, lse = ctx.saved_tensors
-        grad_qkv, grad_table = native_kernel.cpu_kernel().backward(
+        grad_qkv, grad_table = ctx.kernel.backward(
             grad_out.contiguous(), qkv, table, padding, out, lse,
             *ctx.shape, ctx.scale, NATIVE_BLOCK_ROWS)
         return grad_qkv, grad_table, None, None, None, None, None

@@ -405,13 +405,15 @@ def memory_in_subprocess(name, args):
     return json.loads(result.stdout.strip().splitlines()[-1])['peak'], None
 
 
-def attention_path(device):
+def attention_path(device, dtype):
     """Which attention implementation CrossFormer's blocks run on
-    ``device`` (builds the compiled CPU kernel here, before the workers
-    start, if it is not in the cache yet)."""
+    ``device`` in ``dtype`` (builds the compiled CPU kernel here, before the
+    workers start, if it is not in the cache yet)."""
     if device != 'cpu':
         return 'one SDPA call per block'
     from mmcrossformer.models import native_kernel
+    if dtype != 'fp32':
+        return 'pure-PyTorch tiled path (the compiled kernel takes fp32)'
     if native_kernel.cpu_kernel() is not None:
         return 'compiled CPU kernel'
     return (f'pure-PyTorch tiled path ({native_kernel.ENV_SWITCH}=0 or '
@@ -430,7 +432,7 @@ def benchmark_backbones(args):
           f' (training steps {args.train_batch}x3x{h}x{w}), {args.device}, '
           f'{args.dtype}, torch {torch.__version__}, {args.threads} threads, '
           f'median of {args.repeat}{compiled}; attention: '
-          f'{attention_path(args.device)}')
+          f'{attention_path(args.device, args.dtype)}')
     results = {}
     for name in args.models:
         model = build(name, args.arch)
@@ -765,7 +767,7 @@ def benchmark_detectors(args):
           f'with losses, backward, optimizer step), {args.device}, '
           f'{args.dtype}, torch {torch.__version__}, {args.threads} threads,'
           f' median of {args.repeat} after a warm-up; CrossFormer\'s '
-          f'attention: {attention_path(args.device)}')
+          f'attention: {attention_path(args.device, args.dtype)}')
     # Each model in a worker process of its own (see Worker); the workers
     # start one after the other, and each runs its warm-up step alone.
     workers = {name: Worker(detector_steps, name, args)
